@@ -1,0 +1,201 @@
+"""ShuffleNet V1 (Zhang et al., CVPR 2018): pointwise group convolutions with a channel shuffle.
+
+Stem 3x3 conv s2 + 3x3 max-pool s2, stages 2-4 of ShuffleNet units, global pool, FC (paper Table 1).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..ops import ChannelShuffle, ConvBNAct, make_divisible
+from .base import ImageClassifier
+
+# Table 1: stage-2 output width of ShuffleNet 1x for each group count; stages 3 and 4 double it each time.
+STAGE2_WIDTH_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
+# Table 1: units per stage (the first of each has stride 2).
+STAGE_REPEATS = (4, 8, 4)
+# Stem width per scale, before rounding up to a multiple of g. 0.5x-2x: official network.py (g=3 table:
+# 12/24/24/48; with the round-up this also gives g=8's 16/24/24/48). 0.25x: our choice, same as 0.5x
+# (keeps the paper's 13 MFLOPs; a 6-channel stem gives 11).
+STEM_WIDTH = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
+# Squeeze-excitation reduction ratio for se=True (SENet's default; gives Table 5's 527 MFLOPs at 2x g=3).
+SE_RATIO = 16
+
+
+def shufflenet_v1_widths(scale: float, groups: int) -> tuple[int, int, int, int]:
+    """(stem, stage 2, stage 3, stage 4) output widths of ShuffleNet ``scale``x with ``groups`` groups.
+
+    Rounding rule: the stage-2 width is ``scale`` times Table 1's, rounded to the nearest multiple of ``4 g``
+    (ties up) so that the bottleneck (width / 4) splits into g groups; the stem is rounded up to a multiple of g
+    so that the first unit's main branch (stage width - stem width) does too. For g = 3 and 8 this reproduces the
+    official widths exactly; for g = 2, 4 at 0.25x/0.5x/1.5x it moves a width by at most 2g channels.
+    """
+    if groups not in STAGE2_WIDTH_1X:
+        raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), got {groups}")
+    if scale not in STEM_WIDTH:
+        raise ValueError(
+            f"ShuffleNet V1 scale must be one of {sorted(STEM_WIDTH)}, got {scale}; "
+            f"for other widths pass widths=(stem, stage2, stage3, stage4)"
+        )
+    stage2 = make_divisible(STAGE2_WIDTH_1X[groups] * scale, 4 * groups)
+    stem = -(-STEM_WIDTH[scale] // groups) * groups
+    return stem, stage2, 2 * stage2, 4 * stage2
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al.): global pool -> 1x1 conv (C -> C/r) -> ReLU -> 1x1 conv -> sigmoid gate."""
+
+    def __init__(self, channels: int, ratio: int = SE_RATIO) -> None:
+        super().__init__()
+        hidden = max(8, channels // ratio)
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(scale)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet unit (Fig. 2b/2c).
+
+    Main branch: 1x1 GConv -> BN -> ReLU -> shuffle -> 3x3 DWConv (stride) -> BN -> 1x1 GConv -> BN
+    (no ReLU after the depthwise conv). Stride 1: ``relu(x + main)``. Stride 2: ``relu(cat(avgpool3x3s2(x), main))``
+    with the main branch giving ``out - in`` channels. Bottleneck = out / 4 (Sec. 3.3). With ``se=True`` a
+    squeeze-excitation gate rescales the main branch before the add / concat (as in SE-ResNet).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        groups: int,
+        first_groups: int | None = None,
+        shuffle: bool = True,
+        se: bool = False,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"a ShuffleNet unit has stride 1 or 2, got {stride}")
+        if stride == 1 and in_channels != out_channels:
+            raise ValueError(
+                f"a stride-1 ShuffleNet unit adds its input, so in and out widths must match ({in_channels} != {out_channels})"
+            )
+        branch_channels = out_channels - in_channels if stride == 2 else out_channels
+        if branch_channels <= 0:
+            raise ValueError(
+                f"a stride-2 unit concatenates its input, so out_channels ({out_channels}) must exceed "
+                f"in_channels ({in_channels})"
+            )
+        if out_channels % (4 * groups):
+            raise ValueError(
+                f"ShuffleNet unit width {out_channels} does not fit groups={groups}: the bottleneck (width / 4) must "
+                f"split into {groups} groups, so the width must be a multiple of {4 * groups}"
+            )
+        mid_channels = out_channels // 4
+        first_groups = groups if first_groups is None else first_groups
+        self.stride = stride
+        self.pw1 = ConvBNAct(in_channels, mid_channels, 1, groups=first_groups)
+        self.shuffle = ChannelShuffle(groups) if shuffle and groups > 1 else nn.Identity()
+        self.dw = ConvBNAct(mid_channels, mid_channels, 3, stride, groups=mid_channels, act=None)
+        self.pw2 = ConvBNAct(mid_channels, branch_channels, 1, groups=groups, act=None)
+        self.se = SqueezeExcite(branch_channels) if se else nn.Identity()
+        # count_include_pad=True (PyTorch's default): borders divide by 9, as in the official code.
+        self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se(self.pw2(self.dw(self.shuffle(self.pw1(x)))))
+        if self.stride == 1:
+            return self.act(out + x)
+        return self.act(torch.cat((self.shortcut(x), out), 1))
+
+
+class ShuffleNetV1(ImageClassifier):
+    """ShuffleNet V1 of Table 1.
+
+    Args:
+        groups: g, the group count of the pointwise convolutions (1, 2, 3, 4 or 8).
+        scale: s, the width multiplier ("ShuffleNet s x"): 0.25, 0.5, 1.0, 1.5 or 2.0.
+        widths: explicit (stem, stage 2, stage 3, stage 4) widths; overrides ``scale``.
+        repeats: units per stage (Table 1: 4, 8, 4).
+        shuffle: False removes every channel shuffle (Table 3 ablation).
+        se: squeeze-excitation in every unit (Table 5, "with SE").
+        small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped, so the
+            network downsamples 8x instead of 32x (stages 2-4 run at 32/16/8 -> 16/8/4 pixels). Nothing
+            else changes.
+    """
+
+    def __init__(
+        self,
+        groups: int = 3,
+        scale: float = 1.0,
+        widths: Sequence[int] | None = None,
+        repeats: Sequence[int] = STAGE_REPEATS,
+        shuffle: bool = True,
+        se: bool = False,
+        small_input: bool = False,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        features_only: bool = False,
+    ) -> None:
+        if widths is None:
+            widths = shufflenet_v1_widths(scale, groups)
+        elif groups not in STAGE2_WIDTH_1X:
+            raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), got {groups}")
+        if len(widths) != 4 or len(repeats) != 3 or min(repeats) < 1:
+            raise ValueError(f"expected 4 widths (stem + 3 stages) and 3 positive repeats, got {widths} and {repeats}")
+        stem_width, *stage_widths = widths
+        if stem_width % groups:
+            raise ValueError(
+                f"stem width {stem_width} is not a multiple of groups={groups}: the first unit's main branch "
+                f"({stage_widths[0]} - {stem_width} channels) must split into {groups} groups"
+            )
+        blocks: OrderedDict[str, nn.Module] = OrderedDict(
+            stem=ConvBNAct(in_chans, stem_width, 3, stride=1 if small_input else 2),
+            pool=nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1),
+        )
+        block_channels = [stem_width, stem_width]
+        block_strides = [1 if small_input else 2, 1 if small_input else 2]
+        in_width = stem_width
+        for stage, (width, repeat) in enumerate(zip(stage_widths, repeats), start=2):
+            units = [
+                ShuffleUnit(
+                    in_width if i == 0 else width,
+                    width,
+                    stride=2 if i == 0 else 1,
+                    groups=groups,
+                    # Table 1 note: the first pointwise layer of stage 2 is not grouped (only 24 input channels).
+                    first_groups=1 if stage == 2 and i == 0 else groups,
+                    shuffle=shuffle,
+                    se=se,
+                )
+                for i in range(repeat)
+            ]
+            blocks[f"stage{stage}"] = nn.Sequential(*units)
+            block_channels.append(width)
+            block_strides.append(2)
+            in_width = width
+        super().__init__(
+            nn.Sequential(blocks),
+            block_channels,
+            block_strides,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            classifier_bias=False,  # the official classifier is Linear(C, classes, bias=False)
+            features_only=features_only,
+        )
+        self.groups = groups
+        self.widths = tuple(widths)
+        self.repeats = tuple(repeats)
+        self.shuffle = shuffle
+        self.se = se
+        self.small_input = small_input
+        self.too_small_hint = "" if small_input else "; for 32x32 images build the model with small_input=True"
