@@ -1,10 +1,12 @@
-"""The ``shufflenet`` command line: ``models``, ``profile``."""
+"""The ``shufflenet`` command line: ``models``, ``profile``, ``train``, ``eval``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -84,6 +86,82 @@ def cmd_profile(args: argparse.Namespace) -> None:
                            [(s.name, s.kind, round(s.macs / 1e6, 3), s.params) for s in cost.layers]))
 
 
+def read_config_file(path: str) -> dict[str, Any]:
+    """Training options from a YAML (.yaml/.yml) or TOML (.toml) file, keys as in ``TrainConfig``."""
+    text = Path(path).read_text()
+    if path.endswith(".toml"):
+        import tomllib
+
+        values = tomllib.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of training options")
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, TrainingDiverged, train
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values = {**(read_config_file(args.config) if args.config else {}), **given}
+    config = TrainConfig.from_dict(values)
+    try:
+        result = train(config, resume=args.resume)
+    except TrainingDiverged as error:
+        raise SystemExit(f"shufflenet train: {error}") from None
+    except KeyboardInterrupt as error:
+        raise SystemExit(f"shufflenet train: {error}; continue with --resume auto") from None
+    cost = profile_by_name_kwargs(config.model, result)
+    print(json.dumps(result) if args.json else
+          f"{config.model}: top-1 {result['eval_top1']:.2f}% (best {result['best_top1']:.2f}%), top-5 "
+          f"{result['eval_top5']:.2f}% on {result['eval_images']} test images; {cost}; "
+          f"weights: {result['best_weights']}")
+
+
+def profile_by_name_kwargs(name: str, result: dict[str, Any]) -> str:
+    """MFLOPs and parameters of the trained model, read back from its saved weights."""
+    from .checkpoint import load_inference_weights
+
+    model, metadata = load_inference_weights(name, result["best_weights"])
+    crop = metadata["preprocessing"]["crop"]
+    cost = profile(model, crop)
+    return f"{cost.mflops:.2f} MFLOPs at {crop}x{crop}, {cost.params:,} parameters"
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .checkpoint import load_inference_weights
+    from .data import build_datasets
+    from .evaluate import evaluate
+
+    model, metadata = load_inference_weights(args.model, args.weights)
+    _, eval_set, spec = build_datasets(args.data, args.data_dir, args.download, args.check_md5)
+    if spec.num_classes != model.num_classes:
+        raise ValueError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has {spec.num_classes}")
+    result = evaluate(model, eval_set, batch_size=args.batch_size, workers=args.workers, per_class=args.per_class,
+                      progress=not args.json)
+    result["model"] = metadata["architecture"]
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['model']} on {args.data} ({result['images']} images): top-1 {result['top1']:.2f}% "
+          f"(error {result['top1_err']:.2f}%), top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}, "
+          f"{result['images_per_sec']:.0f} images/s")
+    if args.per_class:
+        names = spec.class_names or [str(i) for i in range(spec.num_classes)]
+        print(format_table(("class", "top-1 %"), [(n, round(a, 2)) for n, a in zip(names, result["per_class"])]))
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--data", default=default, help="digits (built in), cifar10, cifar100 or imagefolder")
+    parser.add_argument("--data-dir", default=default, help="dataset folder (CIFAR files, or train/ + val/)")
+    parser.add_argument("--download", action="store_true", default=default, help="download CIFAR if missing")
+    parser.add_argument("--no-md5-check", dest="check_md5", action="store_false", default=default,
+                        help="load a faithful CIFAR copy whose files differ from the official ones")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shufflenet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help="print one JSON object")
     prof.add_argument("--paper", action="store_true", help="our counts beside every published figure")
     prof.set_defaults(func=cmd_profile)
+
+    # Options left unset fall back to the config file, then to the recipe (see train.TrainConfig).
+    unset = argparse.SUPPRESS
+    tr = commands.add_parser("train", help="train a model (one CPU, a GPU, or many through torchrun)",
+                             argument_default=unset)
+    tr.add_argument("model", help="registered model name")
+    add_data_arguments(tr, unset)
+    tr.add_argument("--config", default=None, help="YAML or TOML file of options (command line wins)")
+    tr.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for the run folder's latest")
+    tr.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
+    for name, kind in (("recipe", str), ("epochs", int), ("batch-size", int), ("lr", float),
+                       ("lr-reference-batch", int), ("momentum", float), ("weight-decay", float), ("schedule", str),
+                       ("warmup-epochs", float), ("label-smoothing", float), ("drop-rate", float),
+                       ("ema-decay", float), ("workers", int), ("seed", int), ("output", str), ("name", str),
+                       ("max-steps-per-epoch", int), ("threads", int)):
+        tr.add_argument(f"--{name}", type=kind)
+    for name in ("nesterov", "small-input", "compile", "amp", "channels-last"):
+        tr.add_argument(f"--{name}", action=argparse.BooleanOptionalAction)
+    tr.set_defaults(func=cmd_train)
+
+    ev = commands.add_parser("eval", help="top-1/top-5 accuracy of saved weights on a dataset")
+    ev.add_argument("model", nargs="?", help="registered model name (checked against the weights file)")
+    ev.add_argument("--weights", required=True, help="safetensors file from training or `shufflenet convert`")
+    add_data_arguments(ev)
+    ev.set_defaults(data="digits", download=False, check_md5=True)
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--workers", type=int, default=0)
+    ev.add_argument("--per-class", action="store_true", help="also print the accuracy of every class")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -129,6 +129,9 @@ class ShuffleNetV1(ImageClassifier):
         small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped, so the
             network downsamples 8x instead of 32x (stages 2-4 run at 32/16/8 -> 16/8/4 pixels). Nothing
             else changes.
+        zero_init_last: start the last BN scale of every stride-1 unit at 0, so each such unit begins as the
+            identity (Goyal et al., 2017). Without it the pooled features start with a norm of ~30, and SGD at
+            the usual learning rates (0.1 at batch 256) diverges in the first steps.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class ShuffleNetV1(ImageClassifier):
         shuffle: bool = True,
         se: bool = False,
         small_input: bool = False,
+        zero_init_last: bool = True,
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
@@ -192,6 +196,10 @@ class ShuffleNetV1(ImageClassifier):
             classifier_bias=False,  # the official classifier is Linear(C, classes, bias=False)
             features_only=features_only,
         )
+        if zero_init_last:
+            for unit in self.modules():
+                if isinstance(unit, ShuffleUnit) and unit.stride == 1:
+                    nn.init.zeros_(unit.pw2.bn.weight)
         self.groups = groups
         self.widths = tuple(widths)
         self.repeats = tuple(repeats)
