@@ -180,11 +180,20 @@ def test_shuffle_false_changes_only_the_shuffle():
     ("shufflenet_v1_x0_5_g3_shallow", {"se": True}, 64),
 ])
 def test_gradients_reach_every_parameter(name, kwargs, size):
-    model = create_model(name, num_classes=10, **kwargs)
+    # zero_init_last starts some BN scales at 0, which blocks the gradient of their branch at step 0 only.
+    model = create_model(name, num_classes=10, zero_init_last=False, **kwargs)
     loss = F.cross_entropy(model(torch.randn(2, 3, size, size)), torch.tensor([1, 2]))
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_zero_init_last_makes_stride1_units_start_as_identity():
+    model = create_model("shufflenet_v1_x0_5_g3").eval()
+    unit = model.features.stage3[1]
+    x = torch.relu(torch.randn(2, 240, 8, 8))  # unit inputs are post-ReLU
+    torch.testing.assert_close(unit(x), x)
+    assert all(model.features.stage3[0].pw2.bn.weight == 1)  # stride-2 units keep their branch
 
 
 def test_small_input_stem_only_changes_the_stem():

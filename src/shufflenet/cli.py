@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -114,6 +115,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SystemExit(f"shufflenet train: {error}") from None
     except KeyboardInterrupt as error:
         raise SystemExit(f"shufflenet train: {error}; continue with --resume auto") from None
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only the first process reports
+        return
     cost = profile_by_name_kwargs(config.model, result)
     print(json.dumps(result) if args.json else
           f"{config.model}: top-1 {result['eval_top1']:.2f}% (best {result['best_top1']:.2f}%), top-5 "
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("lr-reference-batch", int), ("momentum", float), ("weight-decay", float), ("schedule", str),
                        ("warmup-epochs", float), ("label-smoothing", float), ("drop-rate", float),
                        ("ema-decay", float), ("workers", int), ("seed", int), ("output", str), ("name", str),
-                       ("max-steps-per-epoch", int), ("threads", int)):
+                       ("max-steps-per-epoch", int), ("threads", int), ("time-budget", float)):
         tr.add_argument(f"--{name}", type=kind)
     for name in ("nesterov", "small-input", "compile", "amp", "channels-last"):
         tr.add_argument(f"--{name}", action=argparse.BooleanOptionalAction)

@@ -67,6 +67,8 @@ class TrainConfig:
     output: str = "runs"
     name: str | None = None  # run folder under output; default: model-data
     max_steps_per_epoch: int | None = None  # for smoke tests
+    time_budget: float | None = None  # minutes of training (evaluation excluded); the schedule then runs on
+    #   the clock: it decays to 0 when the budget is spent, and training stops there (epochs is an upper bound)
     threads: int | None = None  # CPU threads per process
 
     def resolved(self, spec: DataSpec) -> "TrainConfig":
@@ -151,6 +153,26 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def average_buffers(model: torch.nn.Module, world_size: int) -> None:
+    """Average the BN running statistics over the processes (each updated them on its own last batch)."""
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= world_size
+        else:
+            dist.broadcast(buffer, 0)
+
+
+def ranks_in_sync(model: torch.nn.Module) -> bool:
+    """Whether every process holds exactly rank 0's parameters and buffers (DDP's promise, checked)."""
+    flat = torch.cat([t.detach().double().flatten().cpu() for t in model.state_dict().values()])
+    reference = flat.clone()
+    dist.broadcast(reference, 0)
+    difference = (flat - reference).abs().max()
+    dist.all_reduce(difference, op=dist.ReduceOp.MAX)
+    return difference.item() == 0.0
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
              "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
@@ -215,8 +237,21 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps, config.schedule))
+    budget_seconds = config.time_budget * 60 if config.time_budget else None
+    clock = {"train_seconds": 0.0, "epoch_start": time.perf_counter()}
+
+    def trained_seconds() -> float:
+        return clock["train_seconds"] + time.perf_counter() - clock["epoch_start"]
+
+    def schedule(step: int) -> float:
+        if budget_seconds is None:
+            return lr_factor(step, total_steps, warmup_steps, config.schedule)
+        # On the clock: the fraction of the budget spent stands in for the fraction of steps done.
+        virtual_step = warmup_steps + (total_steps - warmup_steps) * min(1.0, trained_seconds() / budget_seconds)
+        return lr_factor(step if step < warmup_steps else round(virtual_step), total_steps, warmup_steps,
+                         config.schedule)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ema = (torch.optim.swa_utils.AveragedModel(
@@ -261,7 +296,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
             }, checkpoint_path)
 
     result: dict[str, Any] = {}
+    clock["train_seconds"] = train_seconds
     for epoch in range(start_epoch, config.epochs):
+        if budget_seconds is not None and train_seconds >= budget_seconds:
+            break
         indices = epoch_indices(len(train_set), epoch, config.seed, ddp)[: steps_per_epoch * per_rank_batch]
         skip = start_batch if epoch == start_epoch else 0
         # Its own generator (for worker seeds), so that building the loader leaves the global RNG untouched.
@@ -272,7 +310,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         net.train()
         seen = correct = skipped = 0
         loss_sum = 0.0
-        epoch_start = time.perf_counter()
+        epoch_start = clock["epoch_start"] = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not ddp.main, leave=False,
                    initial=skip, total=steps_per_epoch, unit="step")
         for batch_in_epoch, (images, labels, n_skipped) in enumerate(bar, start=skip):
@@ -307,8 +345,13 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                 train_seconds += elapsed
                 save_checkpoint(epoch, batch_in_epoch + 1)
                 raise KeyboardInterrupt(f"stopped by signal {stop.signal}; checkpoint saved at {checkpoint_path}")
+            if budget_seconds is not None and train_seconds + elapsed >= budget_seconds:
+                break  # the time budget is spent: evaluate and save what we have
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
+        clock["train_seconds"] = train_seconds
+        if ddp.world_size > 1:
+            average_buffers(model, ddp.world_size)
         evaluated = evaluate(ema.module if ema is not None else model, eval_set, device, ddp_world=ddp.world_size,
                              rank=ddp.rank, batch_size=max(per_rank_batch, 256), workers=workers)
         is_best = evaluated["top1"] > best_top1
@@ -316,7 +359,12 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         result = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
                   "train_top1": 100 * correct / max(seen, 1), "images_per_sec": seen * ddp.world_size / epoch_seconds,
                   "train_seconds": round(train_seconds, 1), "skipped_images": skipped,
-                  "lr": scheduler.get_last_lr()[0], **{f"eval_{k}": v for k, v in evaluated.items() if k != "per_class"}}
+                  "lr": scheduler.get_last_lr()[0], "world_size": ddp.world_size,
+                  **{f"eval_{k}": v for k, v in evaluated.items() if k != "per_class"}}
+        if ddp.world_size > 1:
+            result["ranks_in_sync"] = ranks_in_sync(model)
+            if not result["ranks_in_sync"]:
+                raise RuntimeError(f"the {ddp.world_size} processes hold different weights after epoch {epoch + 1}")
         if ddp.main:
             append_metrics(metrics_path, result)
             trained = ema.module if ema is not None else model
