@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from .complexity import Profile, profile
+from .convert import SOURCE_FORMATS, convert_checkpoint
 from .published import PUBLISHED_COMPLEXITY
 from .registry import create_model, list_models
 from .report import format_table
@@ -84,6 +85,23 @@ def cmd_profile(args: argparse.Namespace) -> None:
                            [(s.name, s.kind, round(s.macs / 1e6, 3), s.params) for s in cost.layers]))
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    conversion = convert_checkpoint(args.src, args.dst, args.source_format, args.model, args.resize)
+    print(f"converted {args.source_format} checkpoint {args.src} -> {args.dst}")
+    print(conversion.summary())
+
+
+def add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser("convert", help="official megvii / torchvision / timm checkpoint -> our weight file")
+    convert.add_argument("src", help="the downloaded checkpoint (.pth, .pth.tar, .bin or .safetensors)")
+    convert.add_argument("dst", help="the safetensors file to write")
+    convert.add_argument("--from", dest="source_format", required=True, choices=SOURCE_FORMATS,
+                         help="who published the checkpoint")
+    convert.add_argument("--model", help="registered model name (default: inferred from the tensor shapes)")
+    convert.add_argument("--resize", type=int, help="resize size to record (torchvision IMAGENET1K_V2: 232)")
+    convert.set_defaults(func=cmd_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shufflenet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help="print one JSON object")
     prof.add_argument("--paper", action="store_true", help="our counts beside every published figure")
     prof.set_defaults(func=cmd_profile)
+    add_convert_parser(commands)
     return parser
 
 
