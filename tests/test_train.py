@@ -53,7 +53,7 @@ def test_eval_rejects_weights_of_another_architecture(tmp_path):
                       output=str(tmp_path), name="r", threads=1))
     result = run_cli("eval", "mobilenet_v2_x0_35", "--weights", str(tmp_path / "r" / "last.safetensors"))
     assert result.returncode == 2
-    assert "holds weights for shufflenet_v1_x0_25_g8, not mobilenet_v2_x0_35" in result.stderr
+    assert "holds weights for 'shufflenet_v1_x0_25_g8', not 'mobilenet_v2_x0_35'" in result.stderr
 
 
 def test_sigkill_mid_run_then_resume_ends_at_the_uninterrupted_state(tmp_path):

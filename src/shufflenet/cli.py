@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from .complexity import Profile, profile
+from .convert import SOURCE_FORMATS, convert_checkpoint
 from .published import PUBLISHED_COMPLEXITY
 from .registry import create_model, list_models
 from .report import format_table
@@ -126,26 +127,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def profile_by_name_kwargs(name: str, result: dict[str, Any]) -> str:
     """MFLOPs and parameters of the trained model, read back from its saved weights."""
-    from .checkpoint import load_inference_weights
-
-    model, metadata = load_inference_weights(name, result["best_weights"])
-    crop = metadata["preprocessing"]["crop"]
+    model = create_model(name, weights=result["best_weights"])
+    crop = model.preprocessing.crop
     cost = profile(model, crop)
     return f"{cost.mflops:.2f} MFLOPs at {crop}x{crop}, {cost.params:,} parameters"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .checkpoint import load_inference_weights
     from .data import build_datasets
     from .evaluate import evaluate
+    from .weights import load_weights
 
-    model, metadata = load_inference_weights(args.model, args.weights)
-    _, eval_set, spec = build_datasets(args.data, args.data_dir, args.download, args.check_md5)
+    model = create_model(args.model, weights=args.weights) if args.model else load_weights(args.weights)
+    _, eval_set, spec = build_datasets(args.data, args.data_dir, args.download, args.check_md5,
+                                       getattr(model, "preprocessing", None))
     if spec.num_classes != model.num_classes:
         raise ValueError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has {spec.num_classes}")
     result = evaluate(model, eval_set, batch_size=args.batch_size, workers=args.workers, per_class=args.per_class,
                       progress=not args.json)
-    result["model"] = metadata["architecture"]
+    result["model"] = model.arch["name"]
     if args.json:
         print(json.dumps(result))
         return
@@ -163,6 +163,23 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: Any = None) -> 
     parser.add_argument("--download", action="store_true", default=default, help="download CIFAR if missing")
     parser.add_argument("--no-md5-check", dest="check_md5", action="store_false", default=default,
                         help="load a faithful CIFAR copy whose files differ from the official ones")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    conversion = convert_checkpoint(args.src, args.dst, args.source_format, args.model, args.resize)
+    print(f"converted {args.source_format} checkpoint {args.src} -> {args.dst}")
+    print(conversion.summary())
+
+
+def add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser("convert", help="official megvii / torchvision / timm checkpoint -> our weight file")
+    convert.add_argument("src", help="the downloaded checkpoint (.pth, .pth.tar, .bin or .safetensors)")
+    convert.add_argument("dst", help="the safetensors file to write")
+    convert.add_argument("--from", dest="source_format", required=True, choices=SOURCE_FORMATS,
+                         help="who published the checkpoint")
+    convert.add_argument("--model", help="registered model name (default: inferred from the tensor shapes)")
+    convert.add_argument("--resize", type=int, help="resize size to record (torchvision IMAGENET1K_V2: 232)")
+    convert.set_defaults(func=cmd_convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-class", action="store_true", help="also print the accuracy of every class")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
+    add_convert_parser(commands)
     return parser
 
 

@@ -19,9 +19,10 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 DIGITS_MEAN, DIGITS_STD = (0.3053,) * 3, (0.3236,) * 3  # the 32x32 training images, all channels equal
@@ -44,6 +45,10 @@ class DataSpec:
     def small_images(self) -> bool:
         return self.image_size <= 64
 
+    def preprocessing(self) -> Preprocessing:
+        """The evaluation transform, as recorded in the weight files trained on this data."""
+        return Preprocessing("RGB", 1.0, self.mean, self.std, self.resize_size, self.image_size)
+
 
 class TensorImages(Dataset):
     """An in-memory uint8 image tensor (N, 3, H, W) with labels and a per-sample transform."""
@@ -59,25 +64,39 @@ class TensorImages(Dataset):
         return (self.transform(image) if self.transform else image), int(self.labels[index])
 
 
-def small_image_transforms(spec: DataSpec, train: bool) -> v2.Compose:
-    """32x32 recipe: pad-4 random crop and horizontal flip for training (flip off for digits)."""
-    steps: list[Any] = []
-    if train:
-        steps.append(v2.RandomCrop(spec.image_size, padding=4))
-        if spec.name != "digits":  # a mirrored digit is another symbol
+def train_transform(spec: DataSpec) -> v2.Compose:
+    """Training augmentation. 32x32 data: pad-4 random crop and horizontal flip (no flip for digits: a mirrored
+    digit is another symbol). Larger images, the paper / official recipe: random-resized crop, flip, colour
+    jitter 0.4. Both end with the dataset's normalisation."""
+    if spec.small_images:
+        steps: list[Any] = [v2.RandomCrop(spec.image_size, padding=4)]
+        if spec.name != "digits":
             steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
-    return v2.Compose(steps)
-
-
-def imagenet_transforms(spec: DataSpec, train: bool) -> v2.Compose:
-    """The paper / official recipe: random-resized crop, flip, colour jitter 0.4; eval resize 256 + centre crop 224."""
-    if train:
-        steps: list[Any] = [v2.RandomResizedCrop(spec.image_size, antialias=True), v2.RandomHorizontalFlip(),
-                            v2.ColorJitter(0.4, 0.4, 0.4)]
     else:
-        steps = [v2.Resize(spec.resize_size, antialias=True), v2.CenterCrop(spec.image_size)]
+        steps = [v2.RandomResizedCrop(spec.image_size, antialias=True), v2.RandomHorizontalFlip(),
+                 v2.ColorJitter(0.4, 0.4, 0.4)]
     return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)])
+
+
+def to_bgr(image: torch.Tensor) -> torch.Tensor:
+    return image.flip(-3)
+
+
+def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
+    """The evaluation transform that a set of weights records: resize the shorter side, centre crop, scale to
+    [0, 1] or [0, 255], reorder to BGR if asked, normalise if asked (eval resize 256 + crop 224 for ImageNet)."""
+    interpolation = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+    steps: list[Any] = [
+        v2.ToImage(),
+        v2.Resize(preprocessing.resize, interpolation=interpolation[preprocessing.interpolation], antialias=True),
+        v2.CenterCrop(preprocessing.crop),
+        v2.ToDtype(torch.float32, scale=preprocessing.max_pixel_value == 1.0),
+    ]
+    if preprocessing.channel_order == "BGR":
+        steps.append(v2.Lambda(to_bgr))
+    if preprocessing.mean is not None:
+        steps.append(v2.Normalize(preprocessing.mean, preprocessing.std))
+    return v2.Compose(steps)
 
 
 def load_digits_tensors() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -177,13 +196,13 @@ class CheckedImageFolder(datasets.ImageFolder):
         return (self.transform(image) if self.transform else image), label
 
 
-def _image_folder(root: Path, split: str, transform: Callable) -> CheckedImageFolder:
+def _image_folder(root: Path, split: str) -> CheckedImageFolder:
     folder = root / split
     if not folder.is_dir():
         raise ValueError(f"no {split}/ folder in {root}; an ImageFolder dataset needs {root}/train/<class>/*.jpg "
                          f"and {root}/val/<class>/*.jpg")
     try:
-        return CheckedImageFolder(str(folder), transform=transform)
+        return CheckedImageFolder(str(folder))
     except FileNotFoundError as error:  # raised for an empty tree or a class folder without images
         raise ValueError(f"{folder}: {error}; every class folder needs at least one image") from None
 
@@ -198,32 +217,37 @@ def collate_skipping_unreadable(batch: list) -> tuple[torch.Tensor, torch.Tensor
 
 
 def build_datasets(
-    name: str, root: str | None = None, download: bool = False, check_md5: bool = True
+    name: str,
+    root: str | None = None,
+    download: bool = False,
+    check_md5: bool = True,
+    eval_preprocessing: Preprocessing | None = None,
 ) -> tuple[Dataset, Dataset, DataSpec]:
     """``name`` is ``digits`` (built in), ``cifar10`` / ``cifar100`` (files under ``root``) or ``imagefolder``
-    (``root`` has ``train/`` and ``val/``). Returns (training set, evaluation set, spec)."""
+    (``root`` has ``train/`` and ``val/``). Returns (training set, evaluation set, spec). The evaluation set uses
+    ``eval_preprocessing`` (that of the weights being evaluated) or else the dataset's own."""
     if name == "digits":
         spec = DataSpec("digits", 10, 32, 32, DIGITS_MEAN, DIGITS_STD, [str(d) for d in range(10)])
         (train_x, train_y), (test_x, test_y) = load_digits_tensors()
-        return (TensorImages(train_x, train_y, small_image_transforms(spec, True)),
-                TensorImages(test_x, test_y, small_image_transforms(spec, False)), spec)
-    if name in ("cifar10", "cifar100"):
+    elif name in ("cifar10", "cifar100"):
         if root is None:
             raise ValueError(f"{name} needs --data-dir (the folder holding the CIFAR python files)")
         train_x, train_y, classes = load_cifar_tensors(root, name, True, download, check_md5)
         test_x, test_y, _ = load_cifar_tensors(root, name, False, download, check_md5)
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
         spec = DataSpec(name, len(classes), 32, 32, mean, std, classes)
-        return (TensorImages(train_x, train_y, small_image_transforms(spec, True)),
-                TensorImages(test_x, test_y, small_image_transforms(spec, False)), spec)
-    if name == "imagefolder":
+    elif name == "imagefolder":
         if root is None or not Path(root).is_dir():
             raise ValueError(f"imagefolder needs --data-dir pointing at an existing folder, got {root!r}")
-        spec = DataSpec("imagefolder", 0, 224, 256, IMAGENET_MEAN, IMAGENET_STD)
-        train = _image_folder(Path(root), "train", imagenet_transforms(spec, True))
-        val = _image_folder(Path(root), "val", imagenet_transforms(spec, False))
+        train = _image_folder(Path(root), "train")
+        val = _image_folder(Path(root), "val")
         if train.classes != val.classes:
             raise ValueError(f"train/ and val/ in {root} have different class folders")
         spec = DataSpec("imagefolder", len(train.classes), 224, 256, IMAGENET_MEAN, IMAGENET_STD, train.classes)
+        train.transform = train_transform(spec)
+        val.transform = eval_transform(eval_preprocessing or spec.preprocessing())
         return train, val, spec
-    raise ValueError(f"unknown dataset {name!r}; use digits, cifar10, cifar100 or imagefolder")
+    else:
+        raise ValueError(f"unknown dataset {name!r}; use digits, cifar10, cifar100 or imagefolder")
+    return (TensorImages(train_x, train_y, train_transform(spec)),
+            TensorImages(test_x, test_y, eval_transform(eval_preprocessing or spec.preprocessing())), spec)

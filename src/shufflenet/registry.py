@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+
+from .weights import WeightsFile, load_weights_into, read_weights
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,33 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
 
 
-def create_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    weights: WeightsFile | str | os.PathLike | None = None,
+    allow_classifier_reset: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """Build the registered model ``name``. Extra keyword arguments go to the model class (for example
-    ``shuffle=False``, ``small_input=True``, ``features_only=True``, ``drop_rate=0.1``)."""
+    ``shuffle=False``, ``small_input=True``, ``features_only=True``, ``drop_rate=0.1``).
+
+    ``weights``: a file from ``save_weights`` or ``shufflenet convert`` (or a plain state dict in our layout) to
+    load. Its recorded arguments and class count are the defaults that ``kwargs`` and ``num_classes`` override;
+    a different class count needs ``allow_classifier_reset=True`` (see ``weights.load_weights_into``). Without
+    weights, ``num_classes`` defaults to 1000. The model records its name and arguments in ``model.arch``.
+    """
     spec = get_model_spec(name)
+    weights_file = weights if weights is None or isinstance(weights, WeightsFile) else read_weights(weights)
+    if weights_file is not None:
+        if weights_file.architecture == name:
+            kwargs = {**weights_file.model_kwargs, **kwargs}
+        if num_classes is None:
+            num_classes = weights_file.num_classes
     clash = sorted(set(kwargs) & set(spec.kwargs))
     if clash:
         raise ValueError(f"{name!r} fixes {', '.join(clash)}; pick another model name instead of overriding it")
-    return spec.cls(num_classes=num_classes, **spec.kwargs, **kwargs)
+    model = spec.cls(num_classes=1000 if num_classes is None else num_classes, **spec.kwargs, **kwargs)
+    model.arch = {"name": name, "kwargs": kwargs}
+    if weights_file is not None:
+        load_weights_into(model, weights_file, allow_classifier_reset=allow_classifier_reset)
+    return model

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import atomic_save, load_checkpoint, save_inference_weights
+from .checkpoint import atomic_save, load_checkpoint
 from .data import DataSpec, build_datasets, collate_skipping_unreadable
 from .evaluate import evaluate
 from .registry import create_model
+from .weights import save_weights, write_atomically
 
 # Recipes. "imagenet": ShuffleNet Sec. 4 and the official train.py: SGD momentum 0.9, lr 0.5 at batch 1024 scaled
 # linearly with the batch, weight decay 4e-5 on conv/linear weights only, linear decay to 0, label smoothing 0.1,
@@ -274,7 +275,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     metrics_path = run_dir / "metrics.jsonl"
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_text(run_dir / "config.json", json.dumps(asdict(config), indent=2))
+        write_atomically(run_dir / "config.json", json.dumps(asdict(config), indent=2).encode())
         keep_metrics_up_to(metrics_path, start_epoch)
     workers = config.workers if config.workers is not None else (0 if hasattr(train_set, "images")
                                                                   else min(8, os.cpu_count() or 1))
@@ -368,9 +369,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         if ddp.main:
             append_metrics(metrics_path, result)
             trained = ema.module if ema is not None else model
-            save_inference_weights(trained, run_dir / "last.safetensors", config, spec)
+            source = f"shufflenet train {config.model} on {spec.name}, epoch {epoch + 1}"
+            save_weights(trained, run_dir / "last.safetensors", spec.preprocessing(), source)
             if is_best:
-                save_inference_weights(trained, run_dir / "best.safetensors", config, spec)
+                save_weights(trained, run_dir / "best.safetensors", spec.preprocessing(), source)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {result['train_loss']:.4f}, "
                        f"eval top-1 {evaluated['top1']:.2f}% (best {best_top1:.2f}%), "
                        f"{result['images_per_sec']:.0f} img/s, {train_seconds / 60:.1f} min of training")
@@ -380,12 +382,6 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         dist.destroy_process_group()
     return {**result, "run_dir": str(run_dir), "best_weights": str(run_dir / "best.safetensors"),
             "last_weights": str(run_dir / "last.safetensors"), "best_top1": best_top1}
-
-
-def atomic_save_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -398,4 +394,4 @@ def keep_metrics_up_to(path: Path, epochs_done: int) -> None:
     if not path.exists():
         return
     rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= epochs_done]
-    atomic_save_text(path, "".join(row + "\n" for row in rows))
+    write_atomically(path, "".join(row + "\n" for row in rows).encode())

@@ -23,6 +23,7 @@ STAGE_REPEATS = (4, 8, 4)
 STEM_WIDTH = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 # Squeeze-excitation reduction ratio for se=True (SENet's default; gives Table 5's 527 MFLOPs at 2x g=3).
 SE_RATIO = 16
+SHUFFLE_ORDERS = ("paper", "official")
 
 
 def shufflenet_v1_widths(scale: float, groups: int) -> tuple[int, int, int, int]:
@@ -67,6 +68,11 @@ class ShuffleUnit(nn.Module):
     (no ReLU after the depthwise conv). Stride 1: ``relu(x + main)``. Stride 2: ``relu(cat(avgpool3x3s2(x), main))``
     with the main branch giving ``out - in`` channels. Bottleneck = out / 4 (Sec. 3.3). With ``se=True`` a
     squeeze-excitation gate rescales the main branch before the add / concat (as in SE-ResNet).
+
+    ``shuffle_order="official"`` uses megvii's permutation instead of the paper's: output j takes input
+    ``(j % n) * g + j // n`` with ``n = mid / g``, the inverse of the paper's (official blocks.py). It is the
+    paper's shuffle with ``n`` groups, so the unit computes it as ``channel_shuffle(x, n)``. Converted megvii
+    checkpoints use it where no weight permutation reproduces the official network (docs/weights.md).
     """
 
     def __init__(
@@ -78,8 +84,11 @@ class ShuffleUnit(nn.Module):
         first_groups: int | None = None,
         shuffle: bool = True,
         se: bool = False,
+        shuffle_order: str = "paper",
     ) -> None:
         super().__init__()
+        if shuffle_order not in SHUFFLE_ORDERS:
+            raise ValueError(f"shuffle_order must be one of {SHUFFLE_ORDERS}, got {shuffle_order!r}")
         if stride not in (1, 2):
             raise ValueError(f"a ShuffleNet unit has stride 1 or 2, got {stride}")
         if stride == 1 and in_channels != out_channels:
@@ -101,7 +110,8 @@ class ShuffleUnit(nn.Module):
         first_groups = groups if first_groups is None else first_groups
         self.stride = stride
         self.pw1 = ConvBNAct(in_channels, mid_channels, 1, groups=first_groups)
-        self.shuffle = ChannelShuffle(groups) if shuffle and groups > 1 else nn.Identity()
+        shuffle_groups = groups if shuffle_order == "paper" else mid_channels // groups
+        self.shuffle = ChannelShuffle(shuffle_groups) if shuffle and groups > 1 else nn.Identity()
         self.dw = ConvBNAct(mid_channels, mid_channels, 3, stride, groups=mid_channels, act=None)
         self.pw2 = ConvBNAct(mid_channels, branch_channels, 1, groups=groups, act=None)
         self.se = SqueezeExcite(branch_channels) if se else nn.Identity()
@@ -132,6 +142,7 @@ class ShuffleNetV1(ImageClassifier):
         zero_init_last: start the last BN scale of every stride-1 unit at 0, so each such unit begins as the
             identity (Goyal et al., 2017). Without it the pooled features start with a norm of ~30, and SGD at
             the usual learning rates (0.1 at batch 256) diverges in the first steps.
+        shuffle_order: "paper" (Sec. 3.1) or "official" (megvii's inverse permutation, see ``ShuffleUnit``).
     """
 
     def __init__(
@@ -144,6 +155,7 @@ class ShuffleNetV1(ImageClassifier):
         se: bool = False,
         small_input: bool = False,
         zero_init_last: bool = True,
+        shuffle_order: str = "paper",
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
@@ -179,6 +191,7 @@ class ShuffleNetV1(ImageClassifier):
                     first_groups=1 if stage == 2 and i == 0 else groups,
                     shuffle=shuffle,
                     se=se,
+                    shuffle_order=shuffle_order,
                 )
                 for i in range(repeat)
             ]
@@ -206,4 +219,5 @@ class ShuffleNetV1(ImageClassifier):
         self.shuffle = shuffle
         self.se = se
         self.small_input = small_input
+        self.shuffle_order = shuffle_order
         self.too_small_hint = "" if small_input else "; for 32x32 images build the model with small_input=True"
