@@ -92,7 +92,10 @@ def read_config_file(path: str) -> dict[str, Any]:
     """Training options from a YAML (.yaml/.yml) or TOML (.toml) file, keys as in ``TrainConfig``."""
     text = Path(path).read_text()
     if path.endswith(".toml"):
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
 
         values = tomllib.loads(text)
     else:

@@ -277,6 +277,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(run_dir / "config.json", json.dumps(asdict(config), indent=2).encode())
         keep_metrics_up_to(metrics_path, start_epoch)
+    board = tensorboard_writer(run_dir) if ddp.main else None
     workers = config.workers if config.workers is not None else (0 if hasattr(train_set, "images")
                                                                   else min(8, os.cpu_count() or 1))
     stop = StopRequested()
@@ -368,6 +369,11 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                 raise RuntimeError(f"the {ddp.world_size} processes hold different weights after epoch {epoch + 1}")
         if ddp.main:
             append_metrics(metrics_path, result)
+            if board is not None:
+                for key, value in result.items():
+                    if isinstance(value, (int, float)) and key not in ("epoch", "world_size"):
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             trained = ema.module if ema is not None else model
             source = f"shufflenet train {config.model} on {spec.name}, epoch {epoch + 1}"
             save_weights(trained, run_dir / "last.safetensors", spec.preprocessing(), source)
@@ -382,6 +388,15 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         dist.destroy_process_group()
     return {**result, "run_dir": str(run_dir), "best_weights": str(run_dir / "best.safetensors"),
             "last_weights": str(run_dir / "last.safetensors"), "best_top1": best_top1}
+
+
+def tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter for the run folder when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
