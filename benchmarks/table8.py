@@ -1,6 +1,6 @@
 """ShuffleNet Table 8 on this CPU: latency beside complexity, against AlexNet, with the issue 5 targets.
 
-    PYTHONPATH=src python benchmarks/table8.py            # full run, about 15-20 minutes on 2 cores
+    PYTHONPATH=src python benchmarks/table8.py            # full run, about 15-18 minutes on 2 idle cores
     PYTHONPATH=src python benchmarks/table8.py --quick    # 224 only, 1 thread, few repeats: a smoke test
 
 One process measures, in this order: the fp32 GEMM compute bound (1 and 2 threads); every model of Table 8 and
@@ -145,8 +145,8 @@ def main() -> None:
     models[PLAIN] = PlainShuffleNet(models[PROFILED])
     backends = list(DEFAULT_BACKENDS) + ["ort-plain"] + ([] if args.quick else ["eager-compile"])
     result = run_benchmark(models, backends, resolutions, threads, batch=1,
-                           repeats=5 if args.quick else 30, warmup=2 if args.quick else 3,
-                           max_seconds=1.0 if args.quick else 3.0, only=keep)
+                           repeats=5 if args.quick else 25, warmup=2 if args.quick else 3,
+                           max_seconds=1.0 if args.quick else 2.5, only=keep)
     fp32_profile, int8_profile = profile_tables((224, 224))
     result["ort_profile"] = {"model": PROFILED, "fp32": fp32_profile, "int8": int8_profile}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
