@@ -104,7 +104,8 @@ def targets(records: list[dict], threads: int) -> str:
     add("ShuffleNet 0.5x g=3, ORT fp32: speedup over AlexNet (ORT fp32)", speedup, ">= 13",
         None if speedup is None else speedup >= 13)
     ratio = one and one["latency_over_bound"]
-    add("ShuffleNet 1x g=3, ORT fp32: latency / compute bound", ratio, "<= 1.25", None if ratio is None else ratio <= 1.25)
+    add("ShuffleNet 1x g=3, ORT fp32: latency / compute bound", ratio, "<= 1.25",
+        None if ratio is None else ratio <= 1.25)
     int8 = one and one_int8 and one["median_ms"] / one_int8["median_ms"]
     add("ShuffleNet 1x g=3: ORT fp32 latency / ORT int8 latency", int8, ">= 2", None if not int8 else int8 >= 2)
     add("ShuffleNet 1x g=3 int8: top-1 drop (points)", None, "<= 1", None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shufflenet.benchmark import derive, parse_resolution, run_benchmark, time_calls
+from shufflenet.benchmark import derive, parse_resolution, time_calls
 from shufflenet.cli import main
 from shufflenet.weights_file import load_model
 
@@ -90,3 +90,24 @@ def test_predict_from_onnx_uses_the_recorded_preprocessing(image_files, tmp_path
 def test_predict_missing_image_is_a_clear_error(tmp_path, capsys):
     assert main(["predict", "shufflenet_v1_x0_25_g8", str(tmp_path / "nope.jpg")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_a_failing_cell_is_reported_and_the_run_goes_on(monkeypatch):
+    import shufflenet.benchmark as benchmark
+
+    real = benchmark.make_runner
+
+    def broken_ort(backend, *args):
+        if backend == "ort":
+            raise RuntimeError("no kernel")
+        return real(backend, *args)
+
+    monkeypatch.setattr(benchmark, "make_runner", broken_ort)
+    monkeypatch.setattr(benchmark, "gemm_rate", lambda threads: {"gmacs_median": 40.0, "gmacs_best": 41.0,
+                                                                 "size": 64, "runs": 1})
+    models = {"shufflenet_v1_x0_25_g8": load_model("shufflenet_v1_x0_25_g8")[0]}
+    result = benchmark.run_benchmark(models, ["ort", "eager"], [(64, 64)], repeats=2, warmup=0, progress=False)
+    assert [r["backend"] for r in result["measurements"]] == ["eager"]
+    assert result["failures"][0]["error"] == "RuntimeError: no kernel"
+    assert "FAILED shufflenet_v1_x0_25_g8 ort 64x64 1 thread(s): RuntimeError: no kernel" in \
+        benchmark.results_table(result)

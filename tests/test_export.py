@@ -10,8 +10,12 @@ import shufflenet.export as export_module
 from shufflenet import create_model
 from shufflenet.blocked_layout import BlockedShuffleUnit, rewrite_for_blocked_layout
 from shufflenet.export import ParityError, export_onnx, export_torchscript, onnx_runner, read_onnx_metadata
-from shufflenet.folding import count_batchnorms, fold_batchnorm
+from shufflenet.folding import fold_batchnorm
 from shufflenet.preprocessing import Preprocessing
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def with_random_statistics(model: nn.Module) -> nn.Module:
@@ -97,6 +101,7 @@ def test_parity_failure_keeps_an_existing_file(tmp_path):
     assert path.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_export(tmp_path):
     model = with_random_statistics(create_model("shufflenet_v1_x0_25_g8"))
     path = tmp_path / "model.pt"

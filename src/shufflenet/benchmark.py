@@ -168,8 +168,8 @@ def run_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Measure every (model, resolution, backend, threads) cell for which ``only`` (default: all) is true and
-    return the JSON-ready result: environment, compute bound per thread count, and one record per cell with
-    the derived Table 8 quantities (see :func:`derive`)."""
+    return the JSON-ready result: environment, compute bound per thread count, one record per cell with
+    the derived Table 8 quantities (see :func:`derive`), and the cells that failed with their error."""
     from tqdm import tqdm
 
     unknown = sorted(set(backends) - set(BACKENDS))
@@ -183,7 +183,8 @@ def run_benchmark(
         bar.set_postfix_str(f"GEMM, {t} thread(s)")
         compute_bound[str(t)] = gemm_rate(t)
         bar.update()
-    records = []
+    records: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="shufflenet-bench-") as scratch:
         for name, model in models.items():
             model.eval()
@@ -195,9 +196,14 @@ def run_benchmark(
                 artifacts = Artifacts(model, name, res, Path(scratch), calibration)
                 for _, _, backend, t in mine:
                     bar.set_postfix_str(f"{name} {res[0]}x{res[1]} {backend} {t}t")
-                    timing = time_calls(make_runner(backend, model, artifacts, t, batch), repeats, warmup, max_seconds)
-                    records.append({"model": name, "backend": backend, "resolution": list(res), "threads": t,
-                                    "batch": batch, "mflops": macs / 1e6, **asdict(timing)})
+                    cell = {"model": name, "backend": backend, "resolution": list(res), "threads": t, "batch": batch}
+                    try:
+                        timing = time_calls(make_runner(backend, model, artifacts, t, batch), repeats, warmup,
+                                            max_seconds)
+                    except Exception as error:  # noqa: BLE001 - one failing cell must not lose a long run
+                        failures.append({**cell, "error": f"{type(error).__name__}: {error}"})
+                    else:
+                        records.append({**cell, "mflops": macs / 1e6, **asdict(timing)})
                     bar.update()
     bar.close()
     result = {
@@ -205,6 +211,7 @@ def run_benchmark(
         "settings": {"repeats": repeats, "warmup": warmup, "max_seconds_per_cell": max_seconds, "batch": batch},
         "compute_bound": compute_bound,
         "measurements": records,
+        "failures": failures,
     }
     derive(result)
     return result
@@ -254,8 +261,12 @@ def results_table(result: dict[str, Any]) -> str:
     ]
     headers = ("model", "backend", "input", "threads", "MFLOPs", "median ms", "p10-p90 ms", "runs",
                "speedup vs AlexNet", "theoretical", "latency / bound")
-    bound = ", ".join(f"{t} thread(s): {b['gmacs_median']:.1f} GMAC/s" for t, b in result["compute_bound"].items())
-    return format_table(headers, rows) + f"\n\nfp32 compute bound (GEMM {next(iter(result['compute_bound'].values()))['size']}^3): {bound}"
+    bounds = result["compute_bound"]
+    rates = ", ".join(f"{t} thread(s): {b['gmacs_median']:.1f} GMAC/s" for t, b in bounds.items())
+    size = next(iter(bounds.values()))["size"]
+    failed = "".join(f"\nFAILED {f['model']} {f['backend']} {f['resolution'][0]}x{f['resolution'][1]} "
+                     f"{f['threads']} thread(s): {f['error']}" for f in result.get("failures", []))
+    return format_table(headers, rows) + f"\n\nfp32 compute bound (GEMM {size}^3): {rates}" + failed
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
@@ -274,7 +285,8 @@ def plot_results(result: dict[str, Any], directory: str | Path, resolution: tupl
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    chosen = [r for r in result["measurements"] if tuple(r["resolution"]) == tuple(resolution) and r["threads"] == threads]
+    chosen = [r for r in result["measurements"]
+              if tuple(r["resolution"]) == tuple(resolution) and r["threads"] == threads]
     if not chosen:
         raise ValueError(f"no measurements at {resolution[0]}x{resolution[1]} with {threads} thread(s) to plot")
     backends = list(dict.fromkeys(r["backend"] for r in chosen))
@@ -302,8 +314,9 @@ def plot_results(result: dict[str, Any], directory: str | Path, resolution: tupl
         top = max([top] + [max(r["theoretical_speedup"], r["speedup_vs_alexnet"]) for r in rows])
     column = [i for i, res in enumerate(TABLE8_RESOLUTIONS) if res == tuple(resolution)]
     if column:
-        alexnet_mflops, alexnet_ms = TABLE8_LATENCY_MS[SPEED_REFERENCE][0], TABLE8_LATENCY_MS[SPEED_REFERENCE][1][column[0]]
-        paper = [(alexnet_mflops / mflops, alexnet_ms / ms[column[0]]) for mflops, ms in TABLE8_LATENCY_MS.values()]
+        alexnet_mflops, alexnet_ms = TABLE8_LATENCY_MS[SPEED_REFERENCE]
+        paper = [(alexnet_mflops / mflops, alexnet_ms[column[0]] / ms[column[0]])
+                 for mflops, ms in TABLE8_LATENCY_MS.values()]
         axes.scatter(*zip(*paper), marker="x", color="black", label="paper Table 8 (Snapdragon 820)")
         top = max([top] + [max(p) for p in paper])
     axes.plot([1, top], [1, top], "k--", linewidth=0.8, label="actual = theoretical")

@@ -46,7 +46,3 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 module._modules[first] = fold_conv_bn(conv, bn)
                 module._modules[second] = nn.Identity()
     return folded
-
-
-def count_batchnorms(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

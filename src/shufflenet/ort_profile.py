@@ -28,7 +28,8 @@ def conv_kind(weight_dims: list[int], groups: int) -> str:
     return "pointwise conv, grouped" if groups > 1 else "pointwise conv, dense"
 
 
-def profile_onnx(path: str | Path, input_shape: tuple[int, ...], runs: int = 30, threads: int = 1) -> list[dict[str, Any]]:
+def profile_onnx(path: str | Path, input_shape: tuple[int, ...], runs: int = 30,
+                 threads: int = 1) -> list[dict[str, Any]]:
     """Mean kernel time per run of each kind of operator, largest first: ``kind``, ``nodes``, ``us``, ``share``
     (of the summed kernel time) and, for convolutions, ``mmacs`` and ``gmacs_per_s``."""
     import onnx

@@ -27,6 +27,7 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torch.Tensor) -> None:
     """Write the int8 (QDQ, per-channel) version of the float ONNX model ``fp32_path`` to ``out_path``,
     calibrated on the preprocessed images ``calibration`` (N, C, H, W), one image per calibration step."""
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -40,8 +41,6 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
-
-    import onnx
 
     input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
@@ -109,7 +108,8 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
-def evaluate(runners: dict[str, Runner], batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, dict[str, float]]:
+def evaluate(runners: dict[str, Runner],
+             batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, dict[str, float]]:
     """Per runner: top-1 accuracy in % (when the batches are labelled) and top-1 agreement in % with the first
     runner (the float reference), over the same images."""
     correct = {name: 0 for name in runners}
