@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shufflenet.data import build_datasets, collate_skipping_unreadable, eval_transform, load_cifar_tensors
+from shufflenet.data import build_datasets, collate_skipping_unreadable, load_cifar_tensors
 from shufflenet.preprocessing import Preprocessing
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -123,7 +123,7 @@ def test_eval_transform_follows_the_weights_preprocessing():
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     image[0] = 255  # pure red
     megvii = Preprocessing("BGR", 255.0, None, None, resize=8, crop=8)
-    out = eval_transform(megvii)(image)
+    out = megvii.transform()(image)
     assert out[2].eq(255).all() and out[0].eq(0).all()  # red lands in the last (R of BGR) channel, 0-255
-    normalised = eval_transform(Preprocessing("RGB", 1.0, (0.5,) * 3, (0.25,) * 3, resize=8, crop=4))(image)
+    normalised = Preprocessing("RGB", 1.0, (0.5,) * 3, (0.25,) * 3, resize=8, crop=4).transform()(image)
     assert normalised.shape == (3, 4, 4) and normalised[0].eq(2).all() and normalised[1].eq(-2).all()

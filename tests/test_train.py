@@ -46,6 +46,13 @@ def test_train_writes_every_result_and_eval_reads_them(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert {"top1", "top5", "loss", "images"} <= set(evaluated) and evaluated["images"] == 450
     assert abs(evaluated["top1"] - rows[-1]["eval_top1"]) < 1e-9  # same weights, same test set
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(tmp_path / "blank.png")
+    assert main(["predict", "shufflenet_v1_x0_25_g8", str(tmp_path / "blank.png"), "--weights",
+                 str(run / "last.safetensors")]) == 0
+    names = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(names) == 5 and set(names) <= {str(d) for d in range(10)}  # the digits' names, from the file
 
 
 def test_eval_rejects_weights_of_another_architecture(tmp_path):

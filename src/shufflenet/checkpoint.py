@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .weights import write_atomically
+from .files import write_atomically
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``shufflenet`` command line: ``models``, ``profile``, ``train``, ``eval``."""
+"""The ``shufflenet`` command line: ``models``, ``profile``, ``train``, ``eval``, ``convert``, ``export``, ``bench``,
+``predict``."""
 from __future__ import annotations
 
 import argparse
@@ -185,6 +186,85 @@ def add_convert_parser(commands: argparse._SubParsersAction) -> None:
     convert.set_defaults(func=cmd_convert)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from .export import ParityError, export_onnx, export_torchscript, onnx_runner
+    from .image_data import image_batches
+    from .quantize import evaluate, quantize_onnx
+    from .inference import load_model
+
+    if args.int8 and (args.format != "onnx" or not args.calib):
+        raise ValueError("--int8 needs --format onnx and --calib DIR (a folder of images or a CIFAR-10 root)")
+    model, recorded = load_model(args.model, args.weights, args.num_classes)
+    resolution = args.resolution or recorded.crop
+    preprocessing = recorded.for_resolution(resolution)
+    try:
+        if args.format == "torchscript":
+            diff = export_torchscript(model, args.output, resolution, preprocessing=preprocessing)
+        elif not args.int8:
+            diff = export_onnx(model, args.output, resolution, name=args.model, preprocessing=preprocessing,
+                               class_names=getattr(model, "class_names", None),
+                               rewrite=not args.no_rewrite)
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                fp32 = Path(scratch) / "fp32.onnx"
+                diff = export_onnx(model, fp32, resolution, name=args.model, preprocessing=preprocessing,
+                                   class_names=getattr(model, "class_names", None),
+                                   rewrite=not args.no_rewrite)
+                calibration = torch.cat([x for x, _ in image_batches(args.calib, preprocessing, args.calib_count)])
+                quantize_onnx(fp32, args.output, calibration)
+                scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(args.output)},
+                                  image_batches(args.evaluate or args.calib, preprocessing, args.eval_count))
+    except ParityError as error:
+        raise SystemExit(f"shufflenet export: error: {error}") from None
+    print(f"wrote {args.output} ({args.format}{', int8' if args.int8 else ''}, {resolution}x{resolution}, "
+          f"dynamic batch); fp32 parity with PyTorch: max abs diff {diff:.2e} at batch 1 and 3 (tolerance 1e-4)")
+    if args.int8:
+        fp32_score, int8_score = scores["fp32"], scores["int8"]
+        line = f"int8 on {int8_score['images']} images of {args.evaluate or args.calib}: " \
+               f"top-1 agreement with fp32 {int8_score['agreement']:.2f}%"
+        if "top1" in int8_score:
+            line += (f", top-1 {fp32_score['top1']:.2f}% (fp32) -> {int8_score['top1']:.2f}% (int8), "
+                     f"change {int8_score['top1'] - fp32_score['top1']:+.2f} points")
+        print(line)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .benchmark import (DEFAULT_MODELS, parse_resolution, plot_results, results_table, run_benchmark,
+                            write_json)
+    from .image_data import image_batches
+    from .inference import load_model
+    from .preprocessing import IMAGENET
+
+    resolutions = [parse_resolution(text) for text in args.resolution]
+    models = {name: load_model(name)[0] for name in (args.models or DEFAULT_MODELS)}
+    calibration = None
+    if args.calib:
+        preprocessing = IMAGENET.for_resolution(resolutions[0][0])
+        calibration = torch.cat([x for x, _ in image_batches(args.calib, preprocessing, 16)])
+    result = run_benchmark(models, args.backend.split(","), resolutions, args.threads, args.batch, args.repeats,
+                           args.warmup, args.max_seconds, calibration)
+    print(results_table(result))
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        for res in resolutions:
+            for threads in args.threads:
+                for path in plot_results(result, args.plot, res, threads):
+                    print(f"wrote {path}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+
+    for image, classes in zip(args.images, predict(args.model, args.images, args.weights, args.top)):
+        print(f"{image}:")
+        for rank, (name, probability) in enumerate(classes, 1):
+            print(f"  {rank}. {name} ({100 * probability:.2f}%)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shufflenet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +311,46 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
     add_convert_parser(commands)
+
+    export = commands.add_parser("export", help="ONNX or TorchScript file for deployment, checked against PyTorch")
+    export.add_argument("model", help="registered model name (or tv_alexnet, tv_shufflenet_v2_x1_0)")
+    export.add_argument("--weights", help="safetensors weights file; without it the model is randomly initialised")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("-o", "--output", required=True, help="file to write (replaced atomically)")
+    export.add_argument("--resolution", type=int, help="input size (default: the weights' crop, else 224)")
+    export.add_argument("--num-classes", type=int, help="classifier outputs without --weights (default 1000)")
+    export.add_argument("--no-rewrite", action="store_true", help="ONNX without the blocked-layout rewrite")
+    export.add_argument("--int8", action="store_true", help="int8 static quantization (ONNX Runtime, QDQ)")
+    export.add_argument("--calib", help="calibration images: a folder of images or a CIFAR-10 root")
+    export.add_argument("--calib-count", type=int, default=64, help="calibration images to use (default 64)")
+    export.add_argument("--evaluate", help="labelled set for the int8 accuracy change: CIFAR-10 root (test split) "
+                                           "or a folder with one sub-folder per class (default: --calib)")
+    export.add_argument("--eval-count", type=int, help="evaluate on at most this many images (default all)")
+    export.set_defaults(func=cmd_export)
+
+    from .benchmark import BACKENDS, DEFAULT_BACKENDS
+
+    bench = commands.add_parser("bench", help="latency vs complexity per backend (ShuffleNet Table 8 quantities)")
+    bench.add_argument("models", nargs="*", help="registered or tv_ names (default: Table 8 models + references)")
+    bench.add_argument("--backend", default=",".join(DEFAULT_BACKENDS),
+                       help=f"comma-separated, from {','.join(BACKENDS)} (default {','.join(DEFAULT_BACKENDS)})")
+    bench.add_argument("--resolution", nargs="+", default=["224"], help="SIZE or HEIGHTxWIDTH, e.g. 224 480x640")
+    bench.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (default 1)")
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=50, help="timed runs per cell (default 50)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    bench.add_argument("--max-seconds", type=float, default=10.0, help="stop timing a cell after this (default 10)")
+    bench.add_argument("--calib", help="calibration images for ort-int8 (default: random inputs)")
+    bench.add_argument("--json", help="write the full result as JSON")
+    bench.add_argument("--plot", help="directory for the PNG plots")
+    bench.set_defaults(func=cmd_bench)
+
+    pred = commands.add_parser("predict", help="top-5 classes of images")
+    pred.add_argument("model", help="registered model name or an exported .onnx file")
+    pred.add_argument("images", nargs="+", help="image files")
+    pred.add_argument("--weights", help="safetensors weights file (with its recorded preprocessing)")
+    pred.add_argument("--top", type=int, default=5)
+    pred.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -27,7 +27,7 @@ class LayerCost:
 @dataclass
 class Profile:
     model: str
-    resolution: int
+    resolution: int | tuple[int, int]  # square side, or (height, width)
     macs: int
     params: int
     stages: list[LayerCost] = field(default_factory=list)
@@ -46,9 +46,10 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def profile(model: nn.Module, resolution: int = 224, name: str | None = None) -> Profile:
-    """Count the multiply-adds of one ``resolution`` x ``resolution`` image through ``model`` and its parameters,
-    in total, per top-level block of ``model.features`` (plus the classifier) and per conv / linear layer.
+def profile(model: nn.Module, resolution: int | tuple[int, int] = 224, name: str | None = None) -> Profile:
+    """Count the multiply-adds of one ``resolution`` x ``resolution`` (or ``(height, width)``) image through
+    ``model`` and its parameters, in total, per top-level block of ``model.features`` (plus the classifier) and
+    per conv / linear layer.
 
     The model runs on its own device; build it under ``torch.device("meta")`` to count without computing.
     """
@@ -60,7 +61,8 @@ def profile(model: nn.Module, resolution: int = 224, name: str | None = None) ->
     try:
         model.eval()
         with torch.no_grad(), counter:
-            model(torch.zeros(1, in_chans, resolution, resolution, device=device))
+            height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+            model(torch.zeros(1, in_chans, height, width, device=device))
     finally:
         model.train(was_training)
     flops_by_module = counter.get_flop_counts()

@@ -78,27 +78,6 @@ def train_transform(spec: DataSpec) -> v2.Compose:
     return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)])
 
 
-def to_bgr(image: torch.Tensor) -> torch.Tensor:
-    return image.flip(-3)
-
-
-def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
-    """The evaluation transform that a set of weights records: resize the shorter side, centre crop, scale to
-    [0, 1] or [0, 255], reorder to BGR if asked, normalise if asked (eval resize 256 + crop 224 for ImageNet)."""
-    interpolation = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
-    steps: list[Any] = [
-        v2.ToImage(),
-        v2.Resize(preprocessing.resize, interpolation=interpolation[preprocessing.interpolation], antialias=True),
-        v2.CenterCrop(preprocessing.crop),
-        v2.ToDtype(torch.float32, scale=preprocessing.max_pixel_value == 1.0),
-    ]
-    if preprocessing.channel_order == "BGR":
-        steps.append(v2.Lambda(to_bgr))
-    if preprocessing.mean is not None:
-        steps.append(v2.Normalize(preprocessing.mean, preprocessing.std))
-    return v2.Compose(steps)
-
-
 def load_digits_tensors() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """scikit-learn's 1,797 real handwritten 8x8 digits (values 0-16), upscaled to 32x32 RGB uint8, split 75/25
     (stratified, fixed seed)."""
@@ -246,9 +225,9 @@ def build_datasets(
             raise ValueError(f"train/ and val/ in {root} have different class folders")
         spec = DataSpec("imagefolder", len(train.classes), 224, 256, IMAGENET_MEAN, IMAGENET_STD, train.classes)
         train.transform = train_transform(spec)
-        val.transform = eval_transform(eval_preprocessing or spec.preprocessing())
+        val.transform = (eval_preprocessing or spec.preprocessing()).transform()
         return train, val, spec
     else:
         raise ValueError(f"unknown dataset {name!r}; use digits, cifar10, cifar100 or imagefolder")
     return (TensorImages(train_x, train_y, train_transform(spec)),
-            TensorImages(test_x, test_y, eval_transform(eval_preprocessing or spec.preprocessing())), spec)
+            TensorImages(test_x, test_y, (eval_preprocessing or spec.preprocessing()).transform()), spec)

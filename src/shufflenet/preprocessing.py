@@ -1,13 +1,21 @@
-"""What a set of weights expects of its input images, recorded in every weight file we write."""
+"""What a set of weights expects of its input images: recorded in every weight file and ONNX export, and
+applied by evaluation, calibration and ``shufflenet predict``."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet statistics, RGB, pixels in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_ORDERS = ("RGB", "BGR")
-INTERPOLATIONS = ("bilinear", "bicubic")
+INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+CROP_FRACTION = 0.875  # 224 centre crop of a 256 resize: the papers' single-crop evaluation
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class Preprocessing:
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither (no normalisation)")
         if self.mean is not None and not (len(self.mean) == len(self.std) == 3 and min(self.std) > 0):
@@ -53,6 +61,30 @@ class Preprocessing:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def for_resolution(self, resolution: int) -> Preprocessing:
+        """The same preprocessing with a ``resolution`` crop (the resize keeps the 256 / 224 ratio)."""
+        if resolution == self.crop:
+            return self
+        return replace(self, crop=resolution, resize=max(resolution, round(resolution / CROP_FRACTION)))
+
+    def transform(self) -> v2.Compose:
+        """The evaluation transform: resize the shorter side, centre crop, scale to [0, 1] or [0, 255], reorder to
+        BGR if asked, normalise if asked. Takes a PIL image or a (3, H, W) uint8 tensor."""
+        steps: list[Any] = [
+            v2.ToImage(),
+            v2.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+            v2.CenterCrop(self.crop),
+            v2.ToDtype(torch.float32, scale=self.max_pixel_value == 1.0),
+        ]
+        if self.channel_order == "BGR":
+            steps.append(v2.Lambda(to_bgr))
+        if self.mean is not None:
+            steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
+
     def describe(self) -> str:
         """One line for people, e.g. ``RGB, pixels 0-1, mean (0.485, ...) std (...), resize 256, crop 224``."""
         norm = "no mean/std" if self.mean is None else f"mean {self.mean} std {self.std}"
@@ -61,3 +93,16 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing()  # torchvision's and timm's default evaluation transform
+
+
+def to_bgr(image: torch.Tensor) -> torch.Tensor:
+    return image.flip(-3)
+
+
+def load_image(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """Read an image file and preprocess it; a missing or unreadable file raises a clear ``ValueError``."""
+    try:
+        with Image.open(path) as image:
+            return preprocessing.transform()(image.convert("RGB"))
+    except (OSError, Image.UnidentifiedImageError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None

@@ -83,3 +83,15 @@ def _rows() -> list[PublishedComplexity]:
 
 
 PUBLISHED_COMPLEXITY: tuple[PublishedComplexity, ...] = tuple(_rows())
+
+
+# ShuffleNet Table 8: latency in ms on one Qualcomm Snapdragon 820 core, batch 1, at 224x224 / 480x640 /
+# 720x1280, with the complexity the table prints (1x is listed at 140 MFLOPs although Table 1 gives 137).
+TABLE8_RESOLUTIONS = ((224, 224), (480, 640), (720, 1280))
+TABLE8_LATENCY_MS: dict[str, tuple[float, tuple[float, float, float]]] = {  # our name: (MFLOPs, latencies)
+    "shufflenet_v1_x0_5_g3": (38, (15.2, 87.4, 260.1)),
+    "shufflenet_v1_x1_0_g3": (140, (37.8, 222.2, 684.5)),
+    "shufflenet_v1_x2_0_g3": (524, (108.8, 617.0, 1857.6)),
+    "tv_alexnet": (720, (184.0, 1156.7, 3633.9)),
+    "mobilenet_v1_x1_0": (569, (110.0, 612.0, 1879.2)),
+}

@@ -25,7 +25,8 @@ from .checkpoint import atomic_save, load_checkpoint
 from .data import DataSpec, build_datasets, collate_skipping_unreadable
 from .evaluate import evaluate
 from .registry import create_model
-from .weights import save_weights, write_atomically
+from .files import write_atomically
+from .weights import save_weights
 
 # Recipes. "imagenet": ShuffleNet Sec. 4 and the official train.py: SGD momentum 0.9, lr 0.5 at batch 1024 scaled
 # linearly with the batch, weight decay 4e-5 on conv/linear weights only, linear decay to 0, label smoothing 0.1,
@@ -376,9 +377,9 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                 board.flush()
             trained = ema.module if ema is not None else model
             source = f"shufflenet train {config.model} on {spec.name}, epoch {epoch + 1}"
-            save_weights(trained, run_dir / "last.safetensors", spec.preprocessing(), source)
+            save_weights(trained, run_dir / "last.safetensors", spec.preprocessing(), source, spec.class_names)
             if is_best:
-                save_weights(trained, run_dir / "best.safetensors", spec.preprocessing(), source)
+                save_weights(trained, run_dir / "best.safetensors", spec.preprocessing(), source, spec.class_names)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {result['train_loss']:.4f}, "
                        f"eval top-1 {evaluated['top1']:.2f}% (best {best_top1:.2f}%), "
                        f"{result['images_per_sec']:.0f} img/s, {train_seconds / 60:.1f} min of training")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from .files import write_atomically
 from .preprocessing import IMAGENET, Preprocessing
 
 METADATA_KEYS = ("architecture", "kwargs", "num_classes", "preprocessing")
@@ -42,6 +42,7 @@ class WeightsFile:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     num_classes: int | None = None
     preprocessing: Preprocessing | None = None
+    class_names: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,30 +51,17 @@ class LoadReport:
     skipped: list[str]  # tensors of the file left out (a classifier of another size)
 
 
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, flush it to disk, then rename it over ``path``: readers
-    see the old file or the new one, never a partial one."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot write {path}: the directory {path.parent} does not exist")
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(
-    model: nn.Module, path: str | os.PathLike, preprocessing: Preprocessing = IMAGENET, source: str = ""
+    model: nn.Module,
+    path: str | os.PathLike,
+    preprocessing: Preprocessing = IMAGENET,
+    source: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Save ``model``'s state dict as a safetensors file whose metadata names the registered architecture, its
     constructor arguments, ``num_classes`` and the ``preprocessing`` the weights expect (``source``: free-text
-    provenance). The model must come from ``create_model``, which records its name and arguments."""
+    provenance; ``class_names``: the label of each output, optional). The model must come from
+    ``create_model``, which records its name and arguments."""
     arch = getattr(model, "arch", None)
     if arch is None:
         raise ValueError(
@@ -96,6 +84,10 @@ def save_weights(
     }
     if source:
         metadata[PREFIX + "source"] = source
+    if class_names:
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
+        metadata[PREFIX + "class_names"] = json.dumps(list(class_names))
     write_atomically(path, safetensors.torch.save(tensors, metadata))
 
 
@@ -176,6 +168,7 @@ def read_weights(path: str | os.PathLike) -> WeightsFile:
             model_kwargs=json.loads(metadata[PREFIX + "kwargs"]),
             num_classes=int(metadata[PREFIX + "num_classes"]),
             preprocessing=Preprocessing.from_dict(json.loads(metadata[PREFIX + "preprocessing"])),
+            class_names=json.loads(metadata[PREFIX + "class_names"]) if PREFIX + "class_names" in metadata else None,
         )
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: unreadable metadata ({error}); save the model again with save_weights") from None
@@ -270,6 +263,8 @@ def load_weights_into(
     model.load_state_dict(tensors, strict=not skipped)
     if weights.preprocessing is not None:
         model.preprocessing = weights.preprocessing
+    if weights.class_names is not None and not skipped:
+        model.class_names = weights.class_names
     if skipped and head_expected:
         warnings.warn(
             f"loaded {len(tensors)} tensors from {weights.path}; left out {', '.join(skipped)} "

@@ -1,0 +1,133 @@
+"""int8 post-training static quantization with calibration images, by ONNX Runtime or by PyTorch, and the
+top-1 accuracy of any model runner on a labelled set (to report what int8 costs).
+
+ONNX Runtime: ``quantize_static`` in QDQ format, weights int8 per output channel, activations uint8 with
+min-max ranges from the calibration images (ONNX Runtime's quantization guide: QDQ + per-channel is its
+recommended CNN setting on x86; uint8 activations use its u8s8 kernels, which are faster than s8s8 on AVX2).
+PyTorch: FX graph mode with the "x86" backend (fbgemm + oneDNN kernels), the quantizer that ships in
+``torch.ao`` (the pt2e flow lives in the separate torchao package).
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .files import atomic_output
+from .ops import ChannelShuffle
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torch.Tensor) -> None:
+    """Write the int8 (QDQ, per-channel) version of the float ONNX model ``fp32_path`` to ``out_path``,
+    calibrated on the preprocessed images ``calibration`` (N, C, H, W), one image per calibration step."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calibration) == 0:
+        raise ValueError("int8 calibration needs at least one image")
+
+    class Images(CalibrationDataReader):
+        def __init__(self, input_name: str) -> None:
+            self.feeds = iter([{input_name: image[None].numpy()} for image in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # shapes + graph cleanup
+        with atomic_output(out_path) as temporary:
+            quantize_static(
+                str(prepared), str(temporary), Images(input_name), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+
+
+class NativeChannelShuffle(nn.Module):
+    """``torch.channel_shuffle`` as a module FX can trace (it has a quantized kernel)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.channel_shuffle(x, self.groups)
+
+
+class Classifier(nn.Module):
+    """``forward_head(forward_features(x))`` without the input check, which FX cannot trace."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x))
+
+
+def quantize_torch(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
+    """PyTorch FX int8 (x86 backend) version of ``model`` (one of ours), calibrated on ``calibration``."""
+    import copy
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    traceable = copy.deepcopy(model).eval()
+    for parent in list(traceable.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ChannelShuffle):
+                setattr(parent, name, NativeChannelShuffle(child.groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+        prepared = prepare_fx(Classifier(traceable), get_default_qconfig_mapping("x86"),
+                              example_inputs=(calibration[:1],))
+        with torch.inference_mode():
+            for image in calibration:
+                prepared(image[None])
+        return convert_fx(prepared)
+
+
+def torch_runner(model: nn.Module) -> Runner:
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(images)
+
+    return run
+
+
+def evaluate(runners: dict[str, Runner],
+             batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, dict[str, float]]:
+    """Per runner: top-1 accuracy in % (when the batches are labelled) and top-1 agreement in % with the first
+    runner (the float reference), over the same images."""
+    correct = {name: 0 for name in runners}
+    agree = {name: 0 for name in runners}
+    total, labelled = 0, True
+    for images, labels in batches:
+        predictions = {name: run(images).argmax(1) for name, run in runners.items()}
+        reference = next(iter(predictions.values()))
+        for name, predicted in predictions.items():
+            agree[name] += int((predicted == reference).sum())
+            if labels is not None:
+                correct[name] += int((predicted == labels).sum())
+        labelled = labelled and labels is not None
+        total += len(images)
+    if total == 0:
+        raise ValueError("no images to evaluate")
+    return {
+        name: {"images": total, "agreement": 100.0 * agree[name] / total,
+               **({"top1": 100.0 * correct[name] / total} if labelled else {})}
+        for name in runners
+    }
