@@ -44,7 +44,8 @@ def main() -> None:
     one_image = calibration[:1]
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path, int8_path = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        export_onnx(model, fp32_path, resolution, name=args.model, preprocessing=preprocessing)
+        export_onnx(model, fp32_path, resolution, name=args.model, preprocessing=preprocessing,
+                    equalize_with=calibration)
         quantize_onnx(fp32_path, int8_path, calibration)
         runners = {
             "PyTorch fp32 (eager)": torch_runner(model),

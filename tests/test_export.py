@@ -121,3 +121,31 @@ def test_export_cli_bad_input_is_one_clear_line(tmp_path, capsys):
     assert main(["export", "shufflenet_v1_x0_25_g8", "-o", str(tmp_path / "missing" / "m.onnx"),
                  "--resolution", "64"]) == 2
     assert "does not exist; create it first" in capsys.readouterr().err
+
+
+def test_int8_equalization_keeps_outputs_and_evens_out_channel_ranges():
+    from shufflenet.equalization import equalize_for_int8
+
+    model = with_random_statistics(create_model("shufflenet_v1_x0_5_g3"))
+    calibration = torch.randn(8, 3, 64, 64)
+    rewritten = rewrite_for_blocked_layout(model, block=8)
+    equalized = equalize_for_int8(rewrite_for_blocked_layout(model, block=8), calibration)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(equalized(x), model(x), atol=1e-4, rtol=1e-4)
+
+    def relu_ranges(network):
+        unit = next(m for m in network.modules() if isinstance(m, BlockedShuffleUnit))
+        seen = {}
+
+        def record(module, inputs, output):
+            seen["r"] = output.clamp(min=0).amax((0, 2, 3))
+
+        hook = unit.pw1.register_forward_hook(record)
+        with torch.no_grad():
+            network(calibration)
+        hook.remove()
+        live = seen["r"][seen["r"] > 0]
+        return live.max() / live.min()
+
+    assert relu_ranges(rewritten) > 2 and relu_ranges(equalized) == pytest.approx(1.0, rel=1e-3)

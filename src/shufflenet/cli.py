@@ -207,13 +207,15 @@ def cmd_export(args: argparse.Namespace) -> None:
                                class_names=getattr(model, "class_names", None),
                                rewrite=not args.no_rewrite)
         else:
+            # CIFAR-10 calibrates on the train split, so that --evaluate on its test split stays unseen.
+            calibration = torch.cat([x for x, _ in image_batches(args.calib, preprocessing, args.calib_count,
+                                                                 split="train")])
             with tempfile.TemporaryDirectory() as scratch:
                 fp32 = Path(scratch) / "fp32.onnx"
                 diff = export_onnx(model, fp32, resolution, name=args.model, preprocessing=preprocessing,
                                    class_names=getattr(model, "class_names", None),
-                                   rewrite=not args.no_rewrite)
-                calibration = torch.cat([x for x, _ in image_batches(args.calib, preprocessing, args.calib_count)])
-                quantize_onnx(fp32, args.output, calibration)
+                                   rewrite=not args.no_rewrite, equalize_with=None if args.no_rewrite else calibration)
+                quantize_onnx(fp32, args.output, calibration, args.calib_method)
                 scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(args.output)},
                                   image_batches(args.evaluate or args.calib, preprocessing, args.eval_count))
     except ParityError as error:
@@ -322,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-rewrite", action="store_true", help="ONNX without the blocked-layout rewrite")
     export.add_argument("--int8", action="store_true", help="int8 static quantization (ONNX Runtime, QDQ)")
     export.add_argument("--calib", help="calibration images: a folder of images or a CIFAR-10 root")
-    export.add_argument("--calib-count", type=int, default=64, help="calibration images to use (default 64)")
+    export.add_argument("--calib-count", type=int, default=256, help="calibration images to use (default 256)")
+    export.add_argument("--calib-method", choices=("percentile", "minmax", "entropy"), default="percentile",
+                        help="how activation ranges are set (default percentile)")
     export.add_argument("--evaluate", help="labelled set for the int8 accuracy change: CIFAR-10 root (test split) "
                                            "or a folder with one sub-folder per class (default: --calib)")
     export.add_argument("--eval-count", type=int, help="evaluate on at most this many images (default all)")

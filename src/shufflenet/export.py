@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .blocked_layout import rewrite_for_blocked_layout
+from .equalization import equalize_for_int8
 from .files import atomic_output
 from .folding import fold_batchnorm
 from .preprocessing import IMAGENET, Preprocessing
@@ -121,16 +122,22 @@ def export_onnx(
     preprocessing: Preprocessing = IMAGENET,
     class_names: Sequence[str] | None = None,
     rewrite: bool = True,
+    equalize_with: torch.Tensor | None = None,
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
     """Write ``model`` as ONNX (opset :data:`OPSET`, input ``image`` of shape (batch, C, H, W) with a dynamic
     batch axis, output ``logits``) and return the parity check's max abs difference. Raises
-    :class:`ParityError` (and writes nothing) above ``tolerance``."""
+    :class:`ParityError` (and writes nothing) above ``tolerance``. ``equalize_with``: calibration images for
+    :func:`equalize_for_int8` (for a file that is to be quantized; needs ``rewrite``)."""
     import onnx
 
     model = model.eval()
     preprocessing = preprocessing.for_resolution(as_hw(resolution)[0])
     deployable = rewrite_for_blocked_layout(model) if rewrite else fold_batchnorm(model)
+    if equalize_with is not None:
+        if not rewrite:
+            raise ValueError("channel equalization works on the rewritten graph; drop --no-rewrite")
+        equalize_for_int8(deployable, equalize_with)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's progress notes and deprecation chatter
         program = torch.onnx.export(
