@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shufflenet import create_model
-from shufflenet.export import export_onnx, onnx_runner
+from shufflenet.export import export_onnx, onnx_runner, read_onnx_metadata
 from shufflenet.image_data import image_batches, read_cifar10_batch
 from shufflenet.preprocessing import Preprocessing
 from shufflenet.quantize import evaluate, quantize_onnx, quantize_torch, torch_runner
@@ -54,6 +54,7 @@ def test_onnx_int8_runs_and_agrees_with_fp32(tmp_path):
     import onnx
 
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(int8)).graph.node)
+    assert read_onnx_metadata(int8)["num_classes"] == "10"  # predict can still read the preprocessing
     images = torch.randn(32, 3, 64, 64)
     scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(int8)}, [(images, None)])
     assert scores["fp32"]["agreement"] == 100.0

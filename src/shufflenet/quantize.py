@@ -13,6 +13,8 @@ PyTorch: FX graph mode with the "x86" backend (fbgemm + oneDNN kernels), the qua
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -60,7 +62,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
         warnings.simplefilter("ignore")
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # shapes + graph cleanup
-        with atomic_output(out_path) as temporary:
+        with atomic_output(out_path) as temporary, contextlib.redirect_stdout(io.StringIO()):  # calibrator chatter
             quantize_static(
                 str(prepared), str(temporary), Images(input_name), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
