@@ -26,12 +26,12 @@ import torch
 from plain_shufflenet import PlainShuffleNet
 from shufflenet.benchmark import (DEFAULT_BACKENDS, DEFAULT_MODELS, SPEED_REFERENCE, plot_results, results_table,
                                   run_benchmark, write_json)
-from shufflenet.export import export_onnx, onnx_runner
+from shufflenet.export import export_onnx
 from shufflenet.image_data import image_batches
 from shufflenet.files import atomic_output
 from shufflenet.ort_profile import profile_onnx
 from shufflenet.published import TABLE8_LATENCY_MS, TABLE8_RESOLUTIONS
-from shufflenet.quantize import evaluate, quantize_onnx
+from shufflenet.quantize import export_int8_onnx, quantize_onnx
 from shufflenet.report import format_table
 from shufflenet.weights_file import load_model
 
@@ -94,10 +94,8 @@ def int8_accuracy(model_name: str, weights: str, data: str) -> dict[str, Any]:
     model, recorded = load_model(model_name, weights)
     calibration = torch.cat([x for x, _ in image_batches(data, recorded, 256, split="train")])
     with tempfile.TemporaryDirectory() as scratch:
-        fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        export_onnx(model, fp32, recorded.crop, name=model_name, preprocessing=recorded, equalize_with=calibration)
-        quantize_onnx(fp32, int8, calibration)
-        scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(int8)}, image_batches(data, recorded))
+        _, scores = export_int8_onnx(model, Path(scratch) / "int8.onnx", recorded.crop, calibration,
+                                     name=model_name, preprocessing=recorded, evaluation=image_batches(data, recorded))
     return {"model": model_name, "weights": weights, "data": data, **{k: v for k, v in scores["int8"].items()},
             "fp32_top1": scores["fp32"]["top1"], "change": scores["int8"]["top1"] - scores["fp32"]["top1"]}
 

@@ -82,3 +82,17 @@ def test_evaluate_reports_top1_on_labelled_cifar(tmp_path):
     predicted = model(torch.cat([x for x, _ in batches])).argmax(1)
     expected = 100.0 * (predicted == torch.tensor(batch["labels"])).float().mean().item()
     assert scores["fp32"]["top1"] == pytest.approx(expected) and scores["fp32"]["images"] == 6
+
+
+def test_export_int8_cli_reports_the_accuracy_change(tmp_path, capsys):
+    from shufflenet.cli import main
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        cifar_like_batch(tmp_path / name, count=4)
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "shufflenet_v1_x0_25_g8", "--num-classes", "10", "--resolution", "32", "-o", str(out),
+                 "--int8", "--calib", str(tmp_path), "--calib-count", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote {out} (onnx, int8, 32x32, dynamic batch)") and out.is_file()
+    assert lines[1].startswith(f"int8 on 4 images of {tmp_path}: top-1 agreement with fp32 ")
+    assert "(fp32) -> " in lines[1] and lines[1].endswith(" points")

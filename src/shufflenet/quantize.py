@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .export import export_onnx, onnx_runner
 from .files import atomic_output
 from .ops import ChannelShuffle
+from .preprocessing import Preprocessing
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,6 +72,31 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                                   "entropy": CalibrationMethod.Entropy}[method],
             )
+
+
+def export_int8_onnx(
+    model: nn.Module,
+    path: str | Path,
+    resolution: int,
+    calibration: torch.Tensor,
+    *,
+    name: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    rewrite: bool = True,
+    method: str = "percentile",
+    evaluation: Iterable[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+) -> tuple[float, dict[str, dict[str, float]] | None]:
+    """The int8 ONNX file of ``model`` at ``path``: the float export (rewritten and channel-equalized on
+    ``calibration``, parity-checked) quantized with :func:`quantize_onnx`. Returns the float parity check's max
+    abs difference and, given ``evaluation`` batches, :func:`evaluate`'s scores of "fp32" and "int8"."""
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        diff = export_onnx(model, fp32, resolution, name=name, preprocessing=preprocessing, rewrite=rewrite,
+                           equalize_with=calibration if rewrite else None)
+        quantize_onnx(fp32, path, calibration, method)
+        scores = None if evaluation is None else evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(path)},
+                                                          evaluation)
+    return diff, scores
 
 
 def cpu_has_vnni() -> bool:
