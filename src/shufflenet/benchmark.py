@@ -311,6 +311,8 @@ def plot_results(result: dict[str, Any], directory: str | Path, resolution: tupl
     top = 1.0
     for backend in backends:
         rows = [r for r in chosen if r["backend"] == backend and r["speedup_vs_alexnet"]]
+        if not rows:  # no AlexNet measured with this backend
+            continue
         axes.scatter([r["theoretical_speedup"] for r in rows], [r["speedup_vs_alexnet"] for r in rows], label=backend)
         top = max([top] + [max(r["theoretical_speedup"], r["speedup_vs_alexnet"]) for r in rows])
     column = [i for i, res in enumerate(TABLE8_RESOLUTIONS) if res == tuple(resolution)]
