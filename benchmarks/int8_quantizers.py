@@ -2,7 +2,7 @@
 x86 backend)? Both calibrate on the same images; both are timed on 1 thread, batch 1; top-1 on a labelled set.
 
     PYTHONPATH=src python benchmarks/int8_quantizers.py [--model NAME] [--weights FILE] [--data DIR]
-        [--resolution R] [--calib-count 64] [--eval-count 1000] [--repeats 30]
+        [--resolution R] [--calib-count 256] [--eval-count 1000] [--repeats 30]
 
 Without --weights the model is random and only the top-1 agreement with fp32 means something; with the
 weights of a CIFAR-10 model (``--data`` defaults to the shared CIFAR-10 copy) the table shows the accuracy
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--data", default=str(SHARED_CIFAR10), help="CIFAR-10 root or labelled image folder")
     parser.add_argument("--resolution", type=int, help="default: the weights' crop, else 224")
-    parser.add_argument("--calib-count", type=int, default=64)
+    parser.add_argument("--calib-count", type=int, default=256)
     parser.add_argument("--eval-count", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()

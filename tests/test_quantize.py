@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from shufflenet import create_model
-from shufflenet.export import export_onnx, onnx_runner
+from shufflenet.export import export_onnx, onnx_runner, read_onnx_metadata
 from shufflenet.image_data import image_batches
 from shufflenet.preprocessing import Preprocessing
 from shufflenet.quantize import evaluate, quantize_onnx, quantize_torch, torch_runner
@@ -24,6 +24,7 @@ def test_onnx_int8_runs_and_agrees_with_fp32(tmp_path):
     import onnx
 
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(int8)).graph.node)
+    assert read_onnx_metadata(int8)["num_classes"] == "10"  # predict can still read the preprocessing
     images = torch.randn(32, 3, 64, 64)
     scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(int8)}, [(images, None)])
     assert scores["fp32"]["agreement"] == 100.0
@@ -55,3 +56,16 @@ def test_evaluate_reports_top1_on_labelled_cifar(tmp_path):
     predicted = model(torch.cat([x for x, _ in batches])).argmax(1)
     expected = 100.0 * (predicted == torch.tensor([batch["labels"][i] for i in picked])).float().mean().item()
     assert scores["fp32"]["top1"] == pytest.approx(expected) and scores["fp32"]["images"] == 6
+
+
+def test_export_int8_cli_reports_the_accuracy_change(tmp_path, capsys):
+    from shufflenet.cli import main
+
+    write_fake_cifar(tmp_path)
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "shufflenet_v1_x0_25_g8", "--num-classes", "10", "--resolution", "32", "-o", str(out),
+                 "--int8", "--calib", str(tmp_path), "--calib-count", "8", "--eval-count", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote {out} (onnx, int8, 32x32, dynamic batch)") and out.is_file()
+    assert lines[1].startswith(f"int8 on 4 images of {tmp_path}: top-1 agreement with fp32 ")
+    assert "(fp32) -> " in lines[1] and lines[1].endswith(" points")

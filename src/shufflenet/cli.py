@@ -187,12 +187,10 @@ def add_convert_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    import tempfile
-
-    from .export import ParityError, export_onnx, export_torchscript, onnx_runner
+    from .export import ParityError, export_onnx, export_torchscript
     from .image_data import image_batches
-    from .quantize import evaluate, quantize_onnx
     from .inference import load_model
+    from .quantize import export_int8_onnx
 
     if args.int8 and (args.format != "onnx" or not args.calib):
         raise ValueError("--int8 needs --format onnx and --calib DIR (a folder of images or a CIFAR-10 root)")
@@ -210,14 +208,12 @@ def cmd_export(args: argparse.Namespace) -> None:
             # CIFAR-10 calibrates on the train split, so that --evaluate on its test split stays unseen.
             calibration = torch.cat([x for x, _ in image_batches(args.calib, preprocessing, args.calib_count,
                                                                  split="train")])
-            with tempfile.TemporaryDirectory() as scratch:
-                fp32 = Path(scratch) / "fp32.onnx"
-                diff = export_onnx(model, fp32, resolution, name=args.model, preprocessing=preprocessing,
-                                   class_names=getattr(model, "class_names", None),
-                                   rewrite=not args.no_rewrite, equalize_with=None if args.no_rewrite else calibration)
-                quantize_onnx(fp32, args.output, calibration, args.calib_method)
-                scores = evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(args.output)},
-                                  image_batches(args.evaluate or args.calib, preprocessing, args.eval_count))
+            diff, scores = export_int8_onnx(
+                model, args.output, resolution, calibration, name=args.model, preprocessing=preprocessing,
+                class_names=getattr(model, "class_names", None), rewrite=not args.no_rewrite,
+                method=args.calib_method,
+                evaluation=image_batches(args.evaluate or args.calib, preprocessing, args.eval_count),
+            )
     except ParityError as error:
         raise SystemExit(f"shufflenet export: error: {error}") from None
     print(f"wrote {args.output} ({args.format}{', int8' if args.int8 else ''}, {resolution}x{resolution}, "

@@ -13,17 +13,21 @@ PyTorch: FX graph mode with the "x86" backend (fbgemm + oneDNN kernels), the qua
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .export import export_onnx, onnx_runner
 from .files import atomic_output
 from .ops import ChannelShuffle
+from .preprocessing import IMAGENET, Preprocessing
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,7 +64,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
         warnings.simplefilter("ignore")
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)  # shapes + graph cleanup
-        with atomic_output(out_path) as temporary:
+        with atomic_output(out_path) as temporary, contextlib.redirect_stdout(io.StringIO()):  # calibrator chatter
             quantize_static(
                 str(prepared), str(temporary), Images(input_name), quant_format=QuantFormat.QDQ,
                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -68,6 +72,32 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
                 calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                                   "entropy": CalibrationMethod.Entropy}[method],
             )
+
+
+def export_int8_onnx(
+    model: nn.Module,
+    path: str | Path,
+    resolution: int,
+    calibration: torch.Tensor,
+    *,
+    name: str | None = None,
+    preprocessing: Preprocessing = IMAGENET,
+    class_names: Sequence[str] | None = None,
+    rewrite: bool = True,
+    method: str = "percentile",
+    evaluation: Iterable[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+) -> tuple[float, dict[str, dict[str, float]] | None]:
+    """The int8 ONNX file of ``model`` at ``path``: the float export (rewritten and channel-equalized on
+    ``calibration``, parity-checked) quantized with :func:`quantize_onnx`. Returns the float parity check's max
+    abs difference and, given ``evaluation`` batches, :func:`evaluate`'s scores of "fp32" and "int8"."""
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = Path(scratch) / "fp32.onnx"
+        diff = export_onnx(model, fp32, resolution, name=name, preprocessing=preprocessing, class_names=class_names,
+                           rewrite=rewrite, equalize_with=calibration if rewrite else None)
+        quantize_onnx(fp32, path, calibration, method)
+        scores = None if evaluation is None else evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(path)},
+                                                          evaluation)
+    return diff, scores
 
 
 def cpu_has_vnni() -> bool:
