@@ -122,14 +122,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SystemExit(f"shufflenet train: {error}; continue with --resume auto") from None
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only the first process reports
         return
-    cost = profile_by_name_kwargs(config.model, result)
+    cost = trained_model_cost(config.model, result)
     print(json.dumps(result) if args.json else
           f"{config.model}: top-1 {result['eval_top1']:.2f}% (best {result['best_top1']:.2f}%), top-5 "
           f"{result['eval_top5']:.2f}% on {result['eval_images']} test images; {cost}; "
           f"weights: {result['best_weights']}")
 
 
-def profile_by_name_kwargs(name: str, result: dict[str, Any]) -> str:
+def trained_model_cost(name: str, result: dict[str, Any]) -> str:
     """MFLOPs and parameters of the trained model, read back from its saved weights."""
     model = create_model(name, weights=result["best_weights"])
     crop = model.preprocessing.crop
