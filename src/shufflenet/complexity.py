@@ -9,7 +9,7 @@ official ShuffleNet and torchvision count them. The multiply-adds come from PyTo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -42,6 +42,14 @@ class Profile:
         return {"mflops": self.mflops, **asdict(self)}
 
 
+def as_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
+    """224 -> (224, 224); (480, 640) stays (height, width)."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    height, width = resolution
+    return int(height), int(width)
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -61,8 +69,7 @@ def profile(model: nn.Module, resolution: int | tuple[int, int] = 224, name: str
     try:
         model.eval()
         with torch.no_grad(), counter:
-            height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
-            model(torch.zeros(1, in_chans, height, width, device=device))
+            model(torch.zeros(1, in_chans, *as_hw(resolution), device=device))
     finally:
         model.train(was_training)
     flops_by_module = counter.get_flop_counts()

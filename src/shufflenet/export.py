@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .blocked_layout import rewrite_for_blocked_layout
+from .complexity import as_hw
 from .equalization import equalize_for_int8
 from .files import atomic_output
 from .folding import fold_batchnorm
@@ -34,14 +35,6 @@ PARITY_BATCH_SIZES = (1, 3)
 
 class ParityError(RuntimeError):
     """The exported file does not compute what the PyTorch model computes."""
-
-
-def as_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
-    """224 -> (224, 224); (480, 640) stays (height, width)."""
-    if isinstance(resolution, int):
-        return resolution, resolution
-    height, width = resolution
-    return int(height), int(width)
 
 
 def random_inputs(model: nn.Module, resolution: int | Sequence[int], batch: int, seed: int = 0) -> torch.Tensor:
