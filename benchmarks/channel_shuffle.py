@@ -1,4 +1,4 @@
-"""Is PyTorch's native channel shuffle as fast as the plain reshape-transpose form? (issue: ops)
+"""Is PyTorch's native channel shuffle as fast as the plain reshape-transpose form?
 
 Times ``torch.channel_shuffle`` (what ``shufflenet.channel_shuffle`` uses) against
 ``view(b, g, c/g, h, w).transpose(1, 2).reshape(b, c, h, w)`` on the stage-2..4 shapes of ShuffleNet 1x g=3

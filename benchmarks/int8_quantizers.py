@@ -1,12 +1,12 @@
 """Which int8 quantizer is faster and more accurate here: ONNX Runtime's (QDQ, per-channel) or PyTorch's (FX,
 x86 backend)? Both calibrate on the same images; both are timed on 1 thread, batch 1; top-1 on a labelled set.
 
-    PYTHONPATH=src python benchmarks/int8_quantizers.py [--model NAME] [--weights FILE] [--data DIR]
+    python benchmarks/int8_quantizers.py [--model NAME] [--weights FILE] [--data DIR]
         [--resolution R] [--calib-count 256] [--eval-count 1000] [--repeats 30]
 
 Without --weights the model is random and only the top-1 agreement with fp32 means something; with the
 weights of a CIFAR-10 model (``--data`` defaults to the shared CIFAR-10 copy) the table shows the accuracy
-change, the issue 5 target being at most 1 point.
+change, the deployment target being at most 1 point.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
-from shufflenet.benchmark import time_calls
-from shufflenet.export import export_onnx, onnx_runner
-from shufflenet.image_data import image_batches
-from shufflenet.quantize import evaluate, quantize_onnx, quantize_torch, torch_runner
-from shufflenet.report import format_table
-from shufflenet.inference import load_model
+from shufflenet.bench.latency import time_calls
+from shufflenet.data.sources import batches, open_folder
+from shufflenet.deploy.export import export_onnx
+from shufflenet.deploy.int8 import calibration_images, quantize_onnx, quantize_torch
+from shufflenet.engine.evaluate import evaluate
+from shufflenet.factory import load, model_runner
+from shufflenet.io.onnx_file import onnx_runner
+from shufflenet.tables import format_table
 
 SHARED_CIFAR10 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10"
 
@@ -37,10 +39,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model, recorded = load_model(args.model, args.weights)
-    resolution = args.resolution or recorded.crop
-    preprocessing = recorded.for_resolution(resolution)
-    calibration = torch.cat([x for x, _ in image_batches(args.data, preprocessing, args.calib_count, split="train")])
+    loaded = load(args.model, args.weights)
+    model = loaded.model
+    resolution = args.resolution or loaded.preprocessing.crop
+    preprocessing = loaded.preprocessing.for_resolution(resolution)
+    calibration = calibration_images(args.data, preprocessing, args.calib_count, check_md5=False)
+    test_set, _ = open_folder(args.data, "test", preprocessing.transform(), check_md5=False)
     one_image = calibration[:1]
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path, int8_path = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
@@ -48,12 +52,12 @@ def main() -> None:
                     equalize_with=calibration)
         quantize_onnx(fp32_path, int8_path, calibration)
         runners = {
-            "PyTorch fp32 (eager)": torch_runner(model),
-            "PyTorch int8 (FX, x86)": torch_runner(quantize_torch(model, calibration)),
+            "PyTorch fp32 (eager)": model_runner(model),
+            "PyTorch int8 (FX, x86)": model_runner(quantize_torch(model, calibration)),
             "ONNX Runtime fp32": onnx_runner(fp32_path),
             "ONNX Runtime int8 (QDQ)": onnx_runner(int8_path),
         }
-        scores = evaluate(runners, image_batches(args.data, preprocessing, args.eval_count))
+        scores = evaluate(runners, batches(test_set, 32, limit=args.eval_count))
         rows = []
         for name, run in runners.items():
             timing = time_calls(lambda: run(one_image), args.repeats, warmup=3)

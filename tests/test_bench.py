@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shufflenet.benchmark import derive, parse_resolution, time_calls
+from shufflenet.bench.latency import derive, parse_resolution, time_calls
 from shufflenet.cli import main
-from shufflenet.inference import load_model
-from shufflenet.preprocessing import Preprocessing
+from shufflenet.data.preprocessing import Preprocessing
+from shufflenet.factory import load
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -19,9 +19,11 @@ def test_parse_resolution():
         parse_resolution("big")
 
 
-def test_time_calls_stops_at_the_time_limit_but_keeps_the_minimum():
-    timing = time_calls(lambda: sum(range(1000)), repeats=10_000, warmup=1, max_seconds=0.0, min_runs=5)
-    assert timing.runs == 5 and timing.p10_ms <= timing.median_ms <= timing.p90_ms
+def test_time_calls_measures_a_known_duration_and_stops_at_the_time_limit():
+    import time
+
+    timing = time_calls(lambda: time.sleep(0.004), repeats=10_000, warmup=1, max_seconds=0.0, min_runs=5)
+    assert timing.runs == 5 and 4.0 <= timing.median_ms < 40.0
 
 
 def test_derived_quantities():
@@ -44,9 +46,12 @@ def test_bench_cli_writes_json_and_plots(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| shufflenet_v1_x0_25_g8 | ort " in out and "compute bound" in out
     result = json.loads(json_path.read_text())
-    assert set(result) >= {"environment", "settings", "compute_bound", "measurements"}
-    assert result["compute_bound"]["1"]["gmacs_best"] >= result["compute_bound"]["1"]["gmacs_median"] > 0
+    assert set(result) >= {"command", "machine", "settings", "compute_bound", "measurements"}
+    assert result["machine"]["cpu"] and "cpu_flags" in result["machine"] and "--json" in result["command"]
     record = result["measurements"][0]
+    rate = result["compute_bound"]["1"]["gmacs_best"]
+    assert record["bound_ms"] == pytest.approx(record["mflops"] / rate)  # MMACs / (GMAC/s) = ms
+    assert record["latency_over_bound"] == pytest.approx(record["median_ms"] / record["bound_ms"])
     assert set(record) >= {"model", "backend", "resolution", "threads", "batch", "mflops", "median_ms", "p10_ms",
                            "p90_ms", "runs", "bound_ms", "latency_over_bound", "speedup_vs_alexnet",
                            "theoretical_speedup"}
@@ -78,15 +83,20 @@ def test_predict_prints_five_classes(image_files, capsys):
 
 
 def test_predict_from_onnx_uses_the_recorded_preprocessing(image_files, tmp_path, capsys):
-    from shufflenet.export import export_onnx
-    from shufflenet.predict import predict
+    from shufflenet.deploy.export import export_onnx
+    from shufflenet.deploy.predict import predict
 
-    model, _ = load_model("shufflenet_v1_x0_25_g8", num_classes=10)
+    model = load("shufflenet_v1_x0_25_g8", num_classes=10).model
     path = tmp_path / "cifar.onnx"
     export_onnx(model, path, 64, preprocessing=Preprocessing(resize=64, crop=64), class_names=CIFAR10)
-    top = predict(str(path), image_files[:1])[0]
-    assert len(top) == 5 and {name for name, _ in top} <= set(CIFAR10)
-    assert all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+    loaded = load(path)
+    assert loaded.preprocessing.crop == 64 and loaded.class_names == CIFAR10 and loaded.model is None
+    top = predict(loaded, image_files[:1])[0]
+    from shufflenet.data.images import read_image
+
+    expected = model(loaded.preprocessing.transform()(read_image(image_files[0]))[None]).softmax(1)[0]
+    assert [name for name, _ in top] == [CIFAR10[i] for i in expected.topk(5).indices.tolist()]
+    assert [p for _, p in top] == pytest.approx(expected.topk(5).values.tolist(), abs=1e-5)
 
 
 def test_predict_missing_image_is_a_clear_error(tmp_path, capsys):
@@ -95,7 +105,7 @@ def test_predict_missing_image_is_a_clear_error(tmp_path, capsys):
 
 
 def test_a_failing_cell_is_reported_and_the_run_goes_on(monkeypatch):
-    import shufflenet.benchmark as benchmark
+    import shufflenet.bench.latency as benchmark
 
     real = benchmark.make_runner
 
@@ -107,7 +117,7 @@ def test_a_failing_cell_is_reported_and_the_run_goes_on(monkeypatch):
     monkeypatch.setattr(benchmark, "make_runner", broken_ort)
     monkeypatch.setattr(benchmark, "gemm_rate", lambda threads: {"gmacs_median": 40.0, "gmacs_best": 41.0,
                                                                  "size": 64, "runs": 1})
-    models = {"shufflenet_v1_x0_25_g8": load_model("shufflenet_v1_x0_25_g8")[0]}
+    models = {"shufflenet_v1_x0_25_g8": load("shufflenet_v1_x0_25_g8").model}
     result = benchmark.run_benchmark(models, ["ort", "eager"], [(64, 64)], repeats=2, warmup=0, progress=False)
     assert [r["backend"] for r in result["measurements"]] == ["eager"]
     assert result["failures"][0]["error"] == "RuntimeError: no kernel"

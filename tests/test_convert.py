@@ -11,11 +11,12 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 import torchvision
+from test_shufflenet_v1 import OFFICIAL_WIDTHS
 
 from shufflenet import create_model, load_weights
 from shufflenet.cli import main
-from shufflenet.convert import convert_checkpoint, convert_state_dict, megvii_key
-from test_shufflenet_v1 import OFFICIAL_WIDTHS
+from shufflenet.convert import convert_checkpoint, convert_state_dict
+from shufflenet.convert.megvii import rename_key as megvii_key
 
 RESOLUTION = 64  # every model pools adaptively; the official ShuffleNet's AvgPool2d(7) is a global mean at 224
 TOLERANCE = 1e-4
@@ -175,93 +176,27 @@ def test_torchvision_mobilenet_v2_gives_the_same_logits(tmp_path, width, name):
         assert_same_logits(model(x), reference(x))
 
 
-# --- timm mobilenetv1_100 / mobilenetv2_*: layout of timm's EfficientNet class (see docs/weights.md) ---
+# --- timm mobilenetv1_* / mobilenetv2_*: timm's own models, randomly initialised, as the reference ---
 
-# timm arch_def per stage: (block type, repeats, first stride, output channels, expansion).
-TIMM_MOBILENET_V1 = [("dsa", 1, 1, 64, 1), ("dsa", 2, 2, 128, 1), ("dsa", 2, 2, 256, 1), ("dsa", 6, 2, 512, 1),
-                     ("dsa", 2, 2, 1024, 1)]
-TIMM_MOBILENET_V2 = [("ds", 1, 1, 16, 1), ("ir", 2, 2, 24, 6), ("ir", 3, 2, 32, 6), ("ir", 4, 2, 64, 6),
-                     ("ir", 3, 1, 96, 6), ("ir", 3, 2, 160, 6), ("ir", 1, 1, 320, 6)]
-
-
-def timm_blocks(arch, multiplier):
-    """(key prefix, type, stride, in, out, expansion) per block; widths rounded as timm's round_channels
-    (nearest multiple of 8, not below 90%) -- for these multipliers: exact multiples of 8."""
-    def width(c):
-        rounded = max(8, int(c * multiplier + 4) // 8 * 8)
-        return rounded + 8 if rounded < 0.9 * c * multiplier else rounded
-
-    blocks, inp = [], width(32)
-    for stage, (kind, repeats, stride, out, expansion) in enumerate(arch):
-        for i in range(repeats):
-            blocks.append((f"blocks.{stage}.{i}.", kind, stride if i == 0 else 1, inp, width(out), expansion))
-            inp = width(out)
-    return width(32), blocks
+def timm_reference(name):
+    """timm's ``name`` with random weights and non-trivial BN statistics, in eval mode."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False)
+    randomize_bn(model)
+    return model.eval()
 
 
-def timm_state_dict(arch, multiplier, head, classes=1000, counters=True):
-    stem, blocks = timm_blocks(arch, multiplier)
-    state = {"conv_stem.weight": conv_weight(stem, 3, 3)}
-    add_bn(state, "bn1", stem, counters)
-    for p, kind, _, inp, out, expansion in blocks:
-        if kind == "ir":
-            mid = inp * expansion
-            state[p + "conv_pw.weight"] = conv_weight(mid, inp, 1)
-            add_bn(state, p + "bn1", mid, counters)
-            state[p + "conv_dw.weight"] = conv_weight(mid, 1, 3)
-            add_bn(state, p + "bn2", mid, counters)
-            state[p + "conv_pwl.weight"] = conv_weight(out, mid, 1)
-            add_bn(state, p + "bn3", out, counters)
-        else:
-            state[p + "conv_dw.weight"] = conv_weight(inp, 1, 3)
-            add_bn(state, p + "bn1", inp, counters)
-            state[p + "conv_pw.weight"] = conv_weight(out, inp, 1)
-            add_bn(state, p + "bn2", out, counters)
-    features = blocks[-1][4]
-    if head:
-        state["conv_head.weight"] = conv_weight(head, features, 1)
-        add_bn(state, "bn2", head, counters)
-        features = head
-    state["classifier.weight"] = torch.randn(classes, features) * 0.05
-    state["classifier.bias"] = torch.randn(classes) * 0.1
-    timm_forward(state, blocks, calibration_batch(), calibrate=True)
-    return state, blocks
-
-
-def timm_forward(state, blocks, x, calibrate=False):
-    """ReLU6 after every BN except the linear ones (ds: after the pointwise BN; ir: after the projection BN);
-    'dsa' blocks have an activation after the pointwise BN and never a skip; ds / ir blocks add the input when
-    the stride is 1 and the widths match."""
-    def norm(prefix, t):
-        return bn(state, prefix, t, calibrate)
-
-    x = F.relu6(norm("bn1", F.conv2d(x, state["conv_stem.weight"], stride=2, padding=1)))
-    for p, kind, stride, inp, out, _ in blocks:
-        shortcut = x
-        if kind == "ir":
-            x = F.relu6(norm(p + "bn1", F.conv2d(x, state[p + "conv_pw.weight"])))
-            x = F.relu6(norm(p + "bn2", F.conv2d(x, state[p + "conv_dw.weight"], None, stride, 1, 1, x.shape[1])))
-            x = norm(p + "bn3", F.conv2d(x, state[p + "conv_pwl.weight"]))
-        else:
-            x = F.relu6(norm(p + "bn1", F.conv2d(x, state[p + "conv_dw.weight"], None, stride, 1, 1, inp)))
-            x = norm(p + "bn2", F.conv2d(x, state[p + "conv_pw.weight"]))
-            x = F.relu6(x) if kind == "dsa" else x
-        if kind != "dsa" and stride == 1 and inp == out:
-            x = x + shortcut
-    if "conv_head.weight" in state:
-        x = F.relu6(norm("bn2", F.conv2d(x, state["conv_head.weight"])))
-    return F.linear(x.mean((2, 3)), state["classifier.weight"], state["classifier.bias"])
-
-
-@pytest.mark.parametrize("arch,multiplier,head,name", [
-    (TIMM_MOBILENET_V1, 1.0, 0, "mobilenet_v1_x1_0"),  # mobilenetv1_100
-    (TIMM_MOBILENET_V2, 1.0, 1280, "mobilenet_v2_x1_0"),  # mobilenetv2_100
-    (TIMM_MOBILENET_V2, 0.5, 1280, "mobilenet_v2_x0_5"),  # mobilenetv2_050
+@pytest.mark.parametrize("timm_name,name", [
+    ("mobilenetv1_100", "mobilenet_v1_x1_0"),
+    ("mobilenetv2_100", "mobilenet_v2_x1_0"),
+    ("mobilenetv2_050", "mobilenet_v2_x0_5"),
+    ("mobilenetv2_140", "mobilenet_v2_x1_4"),
 ])
-def test_timm_mobilenets_give_the_same_logits(tmp_path, arch, multiplier, head, name):
-    state, blocks = timm_state_dict(arch, multiplier, head, counters=multiplier != 0.5)
+def test_timm_mobilenets_give_the_same_logits(tmp_path, timm_name, name):
+    reference = timm_reference(timm_name)
     source = tmp_path / "model.safetensors"  # as published on the Hugging Face hub
-    safetensors.torch.save_file(state, source)
+    safetensors.torch.save_file(reference.state_dict(), source)
     conversion = convert_checkpoint(source, tmp_path / "ours.safetensors", "timm")
     assert conversion.model_name == name
     model = load_weights(tmp_path / "ours.safetensors").eval()
@@ -271,24 +206,23 @@ def test_timm_mobilenets_give_the_same_logits(tmp_path, arch, multiplier, head, 
     assert model.preprocessing.interpolation == "bicubic"
     x = torch.randn(2, 3, RESOLUTION, RESOLUTION)
     with torch.no_grad():
-        assert_same_logits(model(x), timm_forward(state, blocks, x))
+        assert_same_logits(model(x), reference(x))
 
 
 def test_timm_head_conv_variant_is_refused_with_the_reason():
-    state, _ = timm_state_dict(TIMM_MOBILENET_V1, 1.0, head=1024)  # mobilenetv1_100h
+    state = timm_reference("mobilenetv1_100h").state_dict()
     with pytest.raises(ValueError, match="conv_head.*no such layer"):
         convert_state_dict(state, "timm")
 
 
 def test_timm_model_of_another_family_is_refused():
-    state, _ = timm_state_dict(TIMM_MOBILENET_V1, 1.0, head=0)
+    state = timm_reference("mobilenetv1_100").state_dict()
     with pytest.raises(ValueError, match="mobilenet_v2_x1_0 cannot hold these tensors: they are for mobilenet_v1_"):
         convert_state_dict(state, "timm", "mobilenet_v2_x1_0")
 
 
 def test_timm_deeper_variants_have_no_counterpart():
-    arch = [(kind, repeats + 1, stride, out, e) for kind, repeats, stride, out, e in TIMM_MOBILENET_V2]
-    state, _ = timm_state_dict(arch, 1.0, 1280)  # like mobilenetv2_110d / _120d: more blocks per stage
+    state = timm_reference("mobilenetv2_110d").state_dict()  # more blocks per stage than Table 2
     with pytest.raises(ValueError, match="no registered model fits.*mobilenetv2_110d"):
         convert_state_dict(state, "timm")
 

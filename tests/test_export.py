@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-import shufflenet.export as export_module
+import shufflenet.deploy.export as export_module
 from shufflenet import create_model
-from shufflenet.blocked_layout import BlockedShuffleUnit, rewrite_for_blocked_layout
-from shufflenet.export import ParityError, export_onnx, export_torchscript, onnx_runner, read_onnx_metadata
-from shufflenet.folding import fold_batchnorm
-from shufflenet.preprocessing import Preprocessing
+from shufflenet.data.preprocessing import Preprocessing
+from shufflenet.deploy.blocked_layout import BlockedShuffleUnit, rewrite_for_blocked_layout
+from shufflenet.deploy.export import ParityError, export_onnx, export_torchscript
+from shufflenet.deploy.folding import fold_batchnorm
+from shufflenet.io.onnx_file import onnx_runner, read_onnx_metadata
 
 
 def count_batchnorms(model: nn.Module) -> int:
@@ -124,7 +125,7 @@ def test_export_cli_bad_input_is_one_clear_line(tmp_path, capsys):
 
 
 def test_int8_equalization_keeps_outputs_and_evens_out_channel_ranges():
-    from shufflenet.equalization import equalize_for_int8
+    from shufflenet.deploy.equalization import equalize_for_int8
 
     model = with_random_statistics(create_model("shufflenet_v1_x0_5_g3"))
     calibration = torch.randn(8, 3, 64, 64)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 import torchvision
-
 from conftest import count
+
 from shufflenet import create_model, profile
 from shufflenet.models import MobileNetV1, MobileNetV2
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from shufflenet import ChannelShuffle, channel_shuffle
-from shufflenet.ops import ConvBNAct, make_divisible
+from shufflenet.models.layers import ConvBNAct, make_divisible
 
 
 def paper_shuffle_reference(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import count
+
 from shufflenet import ChannelShuffle, create_model
 from shufflenet.models import ShuffleNetV1, ShuffleUnit, shufflenet_v1_widths
-from shufflenet.models.shufflenet_v1 import SqueezeExcite
+from shufflenet.models.layers import SqueezeExcite
 
 # Official network.py stage_out_channels [stem, stage2, stage3, stage4].
 OFFICIAL_WIDTHS = {

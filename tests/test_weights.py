@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from shufflenet import create_model, load_weights, save_weights
+from shufflenet.data.preprocessing import IMAGENET, Preprocessing
+from shufflenet.io.weight_file import read_weights
 from shufflenet.models import ShuffleNetV1
-from shufflenet.preprocessing import IMAGENET, Preprocessing
-from shufflenet.weights import read_weights
 
 BGR_RAW = Preprocessing("BGR", 255.0, None, None, resize=256, crop=224)
 
@@ -145,3 +145,12 @@ def test_preprocessing_metadata_is_validated():
         Preprocessing(channel_order="GBR")
     with pytest.raises(ValueError, match="give both mean and std"):
         Preprocessing(std=None)
+
+
+def test_torch_hub_loads_a_registered_model_with_a_weight_file(saved):
+    model, path = saved
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    hub_model = torch.hub.load(repo, "shufflenet_v1_x0_5_g3", source="local", weights=str(path)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(hub_model(x), model(x))

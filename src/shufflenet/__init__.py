@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from . import models
-from .complexity import Profile, profile
-from .ops import ChannelShuffle, channel_shuffle
-from .registry import create_model, list_models
-from .weights import load_weights, save_weights
+from .factory import LoadedModel, create_model, load, load_weights
+from .io.weight_file import save_weights
+from .models.complexity import Profile, profile
+from .models.layers import ChannelShuffle, channel_shuffle
+from .models.registry import list_models
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "ChannelShuffle", "Profile", "channel_shuffle", "create_model", "list_models", "load_weights", "models", "profile",
-    "save_weights",
+    "ChannelShuffle", "LoadedModel", "Profile", "channel_shuffle", "create_model", "list_models", "load",
+    "load_weights", "models", "profile", "save_weights",
 ]

@@ -1,10 +1,11 @@
-"""Model families, one file each, and the names they register."""
+"""Model families, one file each, the names they register, and the torchvision reference models."""
 from __future__ import annotations
 
-from ..registry import register_model, scale_tag
-from .base import FeatureInfo, ImageClassifier
+from . import reference
+from .builder import FeatureInfo, ImageClassifier, Layer
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
+from .registry import build_model, list_models, model_spec, register_model, scale_tag
 from .shufflenet_v1 import STAGE2_WIDTH_1X, STEM_WIDTH, ShuffleNetV1, ShuffleUnit, shufflenet_v1_widths
 
 # Table 5, "ShuffleNet 0.5x (shallow, g = 3)": half the units of stages 2-4 (26 layers). Widths are not
@@ -26,11 +27,6 @@ for _width in (1.4, 1.3, 1.0, 0.75, 0.5, 0.35):  # the released MobileNet V2 che
     register_model(f"mobilenet_v2_{scale_tag(_width)}", MobileNetV2, width_mult=_width)
 
 __all__ = [
-    "FeatureInfo",
-    "ImageClassifier",
-    "MobileNetV1",
-    "MobileNetV2",
-    "ShuffleNetV1",
-    "ShuffleUnit",
-    "shufflenet_v1_widths",
+    "FeatureInfo", "ImageClassifier", "Layer", "MobileNetV1", "MobileNetV2", "ShuffleNetV1", "ShuffleUnit",
+    "build_model", "list_models", "model_spec", "reference", "register_model", "shufflenet_v1_widths",
 ]

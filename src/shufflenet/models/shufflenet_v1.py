@@ -4,14 +4,13 @@ Stem 3x3 conv s2 + 3x3 max-pool s2, stages 2-4 of ShuffleNet units, global pool,
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..ops import ChannelShuffle, ConvBNAct, make_divisible
-from .base import ImageClassifier
+from .builder import ImageClassifier, Layer, zero_init_residual_ends
+from .layers import ChannelShuffle, ConvBNAct, SqueezeExcite, make_divisible
 
 # Table 1: stage-2 output width of ShuffleNet 1x for each group count; stages 3 and 4 double it each time.
 STAGE2_WIDTH_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
@@ -21,8 +20,6 @@ STAGE_REPEATS = (4, 8, 4)
 # 12/24/24/48; with the round-up this also gives g=8's 16/24/24/48). 0.25x: our choice, same as 0.5x
 # (keeps the paper's 13 MFLOPs; a 6-channel stem gives 11).
 STEM_WIDTH = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
-# Squeeze-excitation reduction ratio for se=True (SENet's default; gives Table 5's 527 MFLOPs at 2x g=3).
-SE_RATIO = 16
 SHUFFLE_ORDERS = ("paper", "official")
 
 
@@ -44,21 +41,6 @@ def shufflenet_v1_widths(scale: float, groups: int) -> tuple[int, int, int, int]
     stage2 = make_divisible(STAGE2_WIDTH_1X[groups] * scale, 4 * groups)
     stem = -(-STEM_WIDTH[scale] // groups) * groups
     return stem, stage2, 2 * stage2, 4 * stage2
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al.): global pool -> 1x1 conv (C -> C/r) -> ReLU -> 1x1 conv -> sigmoid gate."""
-
-    def __init__(self, channels: int, ratio: int = SE_RATIO) -> None:
-        super().__init__()
-        hidden = max(8, channels // ratio)
-        self.reduce = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(hidden, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(scale)
 
 
 class ShuffleUnit(nn.Module):
@@ -93,7 +75,8 @@ class ShuffleUnit(nn.Module):
             raise ValueError(f"a ShuffleNet unit has stride 1 or 2, got {stride}")
         if stride == 1 and in_channels != out_channels:
             raise ValueError(
-                f"a stride-1 ShuffleNet unit adds its input, so in and out widths must match ({in_channels} != {out_channels})"
+                f"a stride-1 ShuffleNet unit adds its input, so in and out widths must match "
+                f"({in_channels} != {out_channels})"
             )
         branch_channels = out_channels - in_channels if stride == 2 else out_channels
         if branch_channels <= 0:
@@ -114,6 +97,7 @@ class ShuffleUnit(nn.Module):
         self.shuffle = ChannelShuffle(shuffle_groups) if shuffle and groups > 1 else nn.Identity()
         self.dw = ConvBNAct(mid_channels, mid_channels, 3, stride, groups=mid_channels, act=None)
         self.pw2 = ConvBNAct(mid_channels, branch_channels, 1, groups=groups, act=None)
+        # SE placement and ratio are not published: ratio 16 (SENet's default) gives Table 5's 527 MFLOPs at 2x g=3.
         self.se = SqueezeExcite(branch_channels) if se else nn.Identity()
         # count_include_pad=True (PyTorch's default): borders divide by 9, as in the official code.
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
@@ -126,6 +110,33 @@ class ShuffleUnit(nn.Module):
         return self.act(torch.cat((self.shortcut(x), out), 1))
 
 
+def table1_layers(
+    widths: Sequence[int],
+    repeats: Sequence[int],
+    unit: Callable[[int, int, int, int, int], nn.Module],
+    small_input: bool = False,
+) -> list[Layer]:
+    """The Table 1 skeleton as builder rows: 3x3 stem conv (stride 2) and 3x3 max-pool (stride 2), then stages 2-4,
+    each ``repeats[i]`` units whose first has stride 2, widths ``widths = (stem, stage 2, stage 3, stage 4)``.
+
+    ``unit(in_channels, out_channels, stride, stage, index)`` builds one unit; the Table 4 comparison structures
+    keep this skeleton and pass their own. ``small_input`` (32x32 images): stride-1 stem and no max-pool, so the
+    network downsamples 8x instead of 32x; nothing else changes.
+    """
+    if len(widths) != 4 or len(repeats) != 3 or min(repeats) < 1:
+        raise ValueError(f"expected 4 widths (stem + 3 stages) and 3 positive repeats, got {widths} and {repeats}")
+    stem, *stages = widths
+    stride = 1 if small_input else 2
+    layers = [Layer("stem", lambda c: ConvBNAct(c, stem, 3, stride=stride), stem, stride),
+              Layer("pool", lambda c: nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1), stem, stride)]
+    for stage, (width, repeat) in enumerate(zip(stages, repeats), start=2):
+        def build(in_width: int, stage: int = stage, width: int = width, repeat: int = repeat) -> nn.Sequential:
+            return nn.Sequential(*(unit(in_width if i == 0 else width, width, 2 if i == 0 else 1, stage, i)
+                                   for i in range(repeat)))
+        layers.append(Layer(f"stage{stage}", build, width, 2))
+    return layers
+
+
 class ShuffleNetV1(ImageClassifier):
     """ShuffleNet V1 of Table 1.
 
@@ -136,13 +147,12 @@ class ShuffleNetV1(ImageClassifier):
         repeats: units per stage (Table 1: 4, 8, 4).
         shuffle: False removes every channel shuffle (Table 3 ablation).
         se: squeeze-excitation in every unit (Table 5, "with SE").
-        small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped, so the
-            network downsamples 8x instead of 32x (stages 2-4 run at 32/16/8 -> 16/8/4 pixels). Nothing
-            else changes.
+        small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped (see
+            ``table1_layers``).
         zero_init_last: start the last BN scale of every stride-1 unit at 0, so each such unit begins as the
-            identity (Goyal et al., 2017). Without it the pooled features start with a norm of ~30, and SGD at
-            the usual learning rates (0.1 at batch 256) diverges in the first steps.
+            identity (Goyal et al., 2017); docs/models.md says why it is on by default.
         shuffle_order: "paper" (Sec. 3.1) or "official" (megvii's inverse permutation, see ``ShuffleUnit``).
+        features_only, out_indices, frozen_stages, norm_eval: the backbone options of ``ImageClassifier``.
     """
 
     def __init__(
@@ -159,60 +169,34 @@ class ShuffleNetV1(ImageClassifier):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
-        features_only: bool = False,
+        **backbone: Any,
     ) -> None:
         if widths is None:
             widths = shufflenet_v1_widths(scale, groups)
         elif groups not in STAGE2_WIDTH_1X:
-            raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), got {groups}")
-        if len(widths) != 4 or len(repeats) != 3 or min(repeats) < 1:
-            raise ValueError(f"expected 4 widths (stem + 3 stages) and 3 positive repeats, got {widths} and {repeats}")
-        stem_width, *stage_widths = widths
-        if stem_width % groups:
+            raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), "
+                             f"got {groups}")
+        if len(widths) == 4 and widths[0] % groups:
             raise ValueError(
-                f"stem width {stem_width} is not a multiple of groups={groups}: the first unit's main branch "
-                f"({stage_widths[0]} - {stem_width} channels) must split into {groups} groups"
+                f"stem width {widths[0]} is not a multiple of groups={groups}: the first unit's main branch "
+                f"({widths[1]} - {widths[0]} channels) must split into {groups} groups"
             )
-        blocks: OrderedDict[str, nn.Module] = OrderedDict(
-            stem=ConvBNAct(in_chans, stem_width, 3, stride=1 if small_input else 2),
-            pool=nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1),
-        )
-        block_channels = [stem_width, stem_width]
-        block_strides = [1 if small_input else 2, 1 if small_input else 2]
-        in_width = stem_width
-        for stage, (width, repeat) in enumerate(zip(stage_widths, repeats), start=2):
-            units = [
-                ShuffleUnit(
-                    in_width if i == 0 else width,
-                    width,
-                    stride=2 if i == 0 else 1,
-                    groups=groups,
-                    # Table 1 note: the first pointwise layer of stage 2 is not grouped (only 24 input channels).
-                    first_groups=1 if stage == 2 and i == 0 else groups,
-                    shuffle=shuffle,
-                    se=se,
-                    shuffle_order=shuffle_order,
-                )
-                for i in range(repeat)
-            ]
-            blocks[f"stage{stage}"] = nn.Sequential(*units)
-            block_channels.append(width)
-            block_strides.append(2)
-            in_width = width
+
+        def unit(in_channels: int, out_channels: int, stride: int, stage: int, index: int) -> ShuffleUnit:
+            # Table 1 note: the first pointwise layer of stage 2 is not grouped (only 24 input channels).
+            first_groups = 1 if stage == 2 and index == 0 else groups
+            return ShuffleUnit(in_channels, out_channels, stride, groups, first_groups, shuffle, se, shuffle_order)
+
         super().__init__(
-            nn.Sequential(blocks),
-            block_channels,
-            block_strides,
+            table1_layers(widths, repeats, unit, small_input),
             num_classes=num_classes,
             in_chans=in_chans,
             drop_rate=drop_rate,
             classifier_bias=False,  # the official classifier is Linear(C, classes, bias=False)
-            features_only=features_only,
+            **backbone,
         )
         if zero_init_last:
-            for unit in self.modules():
-                if isinstance(unit, ShuffleUnit) and unit.stride == 1:
-                    nn.init.zeros_(unit.pw2.bn.weight)
+            zero_init_residual_ends(self, ShuffleUnit, lambda unit: unit.pw2.bn)
         self.groups = groups
         self.widths = tuple(widths)
         self.repeats = tuple(repeats)
@@ -221,3 +205,4 @@ class ShuffleNetV1(ImageClassifier):
         self.small_input = small_input
         self.shuffle_order = shuffle_order
         self.too_small_hint = "" if small_input else "; for 32x32 images build the model with small_input=True"
+

@@ -1,0 +1,214 @@
+"""ShuffleNet Table 8 on this CPU: latency beside complexity, against AlexNet, with the deployment targets
+(``shufflenet reproduce table8``).
+
+One process measures, in this order: the fp32 GEMM compute bound (1 and 2 threads); every model of Table 8 and
+the references (``shufflenet.benchmark.DEFAULT_MODELS``) at 224x224, 480x640 and 720x1280, 1 and 2 threads,
+batch 1, on PyTorch eager, PyTorch optimised (BN folded + channels_last), ONNX Runtime fp32 and int8; plus
+ONNX Runtime without our graph rewrite for the ShuffleNets, ``torch.compile`` at 224 on 1 thread, and a plain
+straightforward eager ShuffleNet 1x g=3 (``plain_shufflenet``); then ONNX Runtime's per-operator profile of
+ShuffleNet 1x g=3 (fp32 and int8); with trained weights, the int8 accuracy change. ``render_table8`` writes
+docs/table8.md and its plots from the result record.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.sources import batches, open_folder
+from ..deploy.export import export_onnx
+from ..deploy.int8 import calibration_images, export_int8_onnx, quantize_onnx
+from ..factory import load
+from ..io.atomic import atomic_output
+from ..paper.published import TABLE8_LATENCY_MS, TABLE8_RESOLUTIONS
+from ..tables import format_table
+from .latency import DEFAULT_BACKENDS, DEFAULT_MODELS, SPEED_REFERENCE, results_table, run_benchmark
+from .ort_profile import profile_onnx
+from .plain_shufflenet import PlainShuffleNet
+from .plots import plot_results
+
+PLAIN = "plain_shufflenet_v1_x1_0_g3"  # eager yardstick
+PROFILED = "shufflenet_v1_x1_0_g3"
+THREADS = (1, 2)
+
+
+def keep(name: str, backend: str, resolution: tuple[int, int], threads: int) -> bool:
+    """Which cells the full run measures (all of DEFAULT_BACKENDS everywhere, the rest where they inform)."""
+    if name == PLAIN:
+        return backend == "eager"
+    if backend == "eager-compile":
+        return resolution == (224, 224) and threads == 1
+    if backend == "ort-plain":
+        return name.startswith("shufflenet_v1") and threads == 1
+    return True
+
+
+def find(records: list[dict], **match: Any) -> dict | None:
+    for r in records:
+        if all((list(v) if isinstance(v, tuple) else v) == r[k] for k, v in match.items()):
+            return r
+    return None
+
+
+def ms(record: dict | None) -> float | None:
+    return None if record is None else round(record["median_ms"], 2)
+
+
+def table8_rows(records: list[dict], resolutions: list[tuple[int, int]]) -> str:
+    """Our ORT fp32 single-thread latencies beside the paper's, and both speedups over AlexNet."""
+    rows = []
+    for name, (paper_mflops, paper_ms) in TABLE8_LATENCY_MS.items():
+        ours = [find(records, model=name, backend="ort", threads=1, resolution=res) for res in resolutions]
+        if ours[0] is None:
+            continue
+        paper_alexnet = TABLE8_LATENCY_MS[SPEED_REFERENCE][1]
+        cells: list[Any] = [name, paper_mflops, round(ours[0]["mflops"], 1)]
+        for index, res in enumerate(resolutions):
+            column = TABLE8_RESOLUTIONS.index(res) if res in TABLE8_RESOLUTIONS else None
+            cells += [None if column is None else paper_ms[column], ms(ours[index])]
+        column = 0 if resolutions[0] == (224, 224) else None
+        cells += [None if column is None else round(paper_alexnet[0] / paper_ms[0], 1),
+                  round(ours[0]["speedup_vs_alexnet"], 1) if ours[0]["speedup_vs_alexnet"] else None,
+                  round(ours[0]["theoretical_speedup"], 1) if ours[0]["theoretical_speedup"] else None]
+        rows.append(cells)
+    headers = ["model", "paper MFLOPs", "our MFLOPs"]
+    for res in resolutions:
+        headers += [f"paper ms {res[0]}x{res[1]}", f"ours ms {res[0]}x{res[1]}"]
+    first = f"{resolutions[0][0]}x{resolutions[0][1]}"
+    headers += [f"paper speedup vs AlexNet ({first})", f"our speedup ({first})", "theoretical (ours)"]
+    return format_table(headers, rows)
+
+
+def int8_accuracy(model_name: str, weights: str, data: str, check_md5: bool = True) -> dict[str, Any]:
+    """Top-1 of the fp32 and int8 (equalized, as `shufflenet export --int8` makes it) ONNX files of a trained
+    model on the labelled set ``data`` (calibrated on its train split, evaluated on its test split)."""
+    loaded = load(model_name, weights)
+    recorded = loaded.preprocessing
+    calibration = calibration_images(data, recorded, 256, check_md5=check_md5)
+    test_set, _ = open_folder(data, "test", recorded.transform(), class_names=loaded.class_names, check_md5=check_md5)
+    with tempfile.TemporaryDirectory() as scratch:
+        _, scores = export_int8_onnx(loaded.model, Path(scratch) / "int8.onnx", recorded.crop, calibration,
+                                     name=model_name, preprocessing=recorded, evaluation=batches(test_set))
+    return {"model": model_name, "weights": weights, "data": data, **{k: v for k, v in scores["int8"].items()},
+            "fp32_top1": scores["fp32"]["top1"], "change": scores["int8"]["top1"] - scores["fp32"]["top1"]}
+
+
+def targets(records: list[dict], threads: int, accuracy: dict[str, Any] | None) -> str:
+    """The deployment targets at 224, batch 1, with ``threads`` threads: value, goal, met or not."""
+    at = {"resolution": (224, 224), "threads": threads}
+    half = find(records, model="shufflenet_v1_x0_5_g3", backend="ort", **at)
+    one = find(records, model=PROFILED, backend="ort", **at)
+    one_int8 = find(records, model=PROFILED, backend="ort-int8", **at)
+    eager = find(records, model=PROFILED, backend="eager", **at)
+    plain = find(records, model=PLAIN, backend="eager", **at)
+    rows = []
+
+    def add(what: str, value: float | None, goal: str, met: bool | None) -> None:
+        rows.append((what, None if value is None else round(value, 2), goal,
+                     "n/a" if met is None else ("yes" if met else "no")))
+
+    speedup = half and half["speedup_vs_alexnet"]
+    add("ShuffleNet 0.5x g=3, ORT fp32: speedup over AlexNet (ORT fp32)", speedup, ">= 13",
+        None if speedup is None else speedup >= 13)
+    ratio = one and one["latency_over_bound"]
+    add("ShuffleNet 1x g=3, ORT fp32: latency / compute bound", ratio, "<= 1.25",
+        None if ratio is None else ratio <= 1.25)
+    int8 = one and one_int8 and one["median_ms"] / one_int8["median_ms"]
+    add("ShuffleNet 1x g=3: ORT fp32 latency / ORT int8 latency", int8, ">= 2", None if not int8 else int8 >= 2)
+    drop = None if accuracy is None else -accuracy["change"]
+    add(f"int8: top-1 drop (points){'' if accuracy is None else ', ' + accuracy['model']}", drop, "<= 1",
+        None if drop is None else drop <= 1)
+    eager_ratio = eager and plain and eager["median_ms"] / plain["median_ms"]
+    add("ShuffleNet 1x g=3 eager: ours / plain implementation", eager_ratio, "<= 1",
+        None if not eager_ratio else eager_ratio <= 1)
+    return format_table(("target", "measured", "goal", "met"), rows)
+
+
+def profile_tables(resolution: tuple[int, int]) -> tuple[str, str]:
+    """ONNX Runtime per-operator profiles of ShuffleNet 1x g=3: our fp32 export and its int8 version."""
+    model = load(PROFILED).model
+    tables = []
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        export_onnx(model, fp32, resolution, name=PROFILED)
+        quantize_onnx(fp32, int8, torch.randn(8, 3, *resolution))
+        for path in (fp32, int8):
+            rows = [(r["kind"], r["nodes"], round(r["us"], 1), f"{100 * r['share']:.1f}%",
+                     round(r["mmacs"], 2) if "mmacs" in r else None,
+                     round(r["gmacs_per_s"], 1) if "gmacs_per_s" in r else None)
+                    for r in profile_onnx(path, (1, 3, *resolution))]
+            tables.append(format_table(("operator", "nodes", "us / run", "share", "MMACs", "GMAC/s"), rows))
+    return tables[0], tables[1]
+
+
+def measure_table8(quick: bool = False, int8_weights: str | None = None, int8_model: str = PROFILED,
+                   int8_data: str | None = None, check_md5: bool = True) -> dict[str, Any]:
+    """Every Table 8 measurement (module docstring), as a result record's figures."""
+    resolutions = [(224, 224)] if quick else list(TABLE8_RESOLUTIONS)
+    threads = (1,) if quick else THREADS
+    started = time.time()
+    models = {name: load(name).model for name in DEFAULT_MODELS}
+    models[PLAIN] = PlainShuffleNet(models[PROFILED])
+    backends = list(DEFAULT_BACKENDS) + ["ort-plain"] + ([] if quick else ["eager-compile"])
+    result = run_benchmark(models, backends, resolutions, threads, batch=1, repeats=5 if quick else 25,
+                           warmup=2 if quick else 3, max_seconds=1.0 if quick else 2.5, only=keep)
+    fp32_profile, int8_profile = profile_tables((224, 224))
+    result["ort_profile"] = {"model": PROFILED, "fp32": fp32_profile, "int8": int8_profile}
+    result["int8_accuracy"] = (int8_accuracy(int8_model, int8_weights, int8_data, check_md5)
+                               if int8_weights and int8_data else None)
+    result["settings"].update(quick=quick, resolutions=[list(r) for r in resolutions], threads=list(threads),
+                              minutes=round((time.time() - started) / 60, 1))
+    return result
+
+
+def render_table8(record: dict[str, Any], docs: str | Path, json_name: str) -> str:
+    """docs/table8.md and the PNG plots under docs/table8/, generated from a Table 8 result record."""
+    docs = Path(docs)
+    settings, machine, records = record["settings"], record["machine"], record["measurements"]
+    resolutions = [tuple(r) for r in settings["resolutions"]]
+    plots = [path for res in resolutions for t in settings["threads"]
+             for path in plot_results(record, docs / "table8", res, t)]
+    accuracy = record.get("int8_accuracy")
+    bound = ", ".join(f"{t} thread(s) {b['gmacs_best']:.1f} GMAC/s (median {b['gmacs_median']:.1f})"
+                      for t, b in record["compute_bound"].items())
+    targets_text = "\n\n".join(f"{t} thread{'s' if t > 1 else ''}:\n\n{targets(records, t, accuracy)}"
+                               for t in settings["threads"])
+    text = f"""# ShuffleNet Table 8 on this CPU (generated)
+
+Generated from `{json_name}`, measured by `{record['command']}` on {machine['date']} in {settings['minutes']} minutes
+({machine['cpu']}, {machine['logical_cpus']} logical CPUs, flags {' '.join(machine['cpu_flags'])}; torch
+{machine['torch']}, onnxruntime {machine['onnxruntime']}). Latency = median of up to {settings['repeats']} runs after
+{settings['warmup']} warm-up runs, batch 1, random weights. fp32 compute bound (GEMM
+{record['compute_bound']['1']['size']}^3): {bound}. Method and discussion: [deploy.md](deploy.md).
+
+## Table 8 beside the paper (ONNX Runtime fp32, 1 thread; paper: Snapdragon 820, 1 thread)
+
+{table8_rows(records, resolutions)}
+
+## Targets (224x224, batch 1)
+
+{targets_text}
+
+## Where ONNX Runtime spends the time: ShuffleNet 1x g=3, 224x224, 1 thread
+
+fp32 (our export):
+
+{record['ort_profile']['fp32']}
+
+int8 (QDQ, per-channel):
+
+{record['ort_profile']['int8']}
+
+## Every measurement
+
+{results_table(record)}
+
+## Plots
+
+""" + "\n".join(f"![{p.stem}](table8/{p.name})" for p in plots) + "\n"
+    with atomic_output(docs / "table8.md") as temporary:
+        temporary.write_text(text)
+    return text

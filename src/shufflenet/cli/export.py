@@ -1,0 +1,69 @@
+"""``shufflenet export``: an ONNX (optionally int8) or TorchScript file, checked against PyTorch; the file is
+written only when every step, the int8 accuracy check included, has succeeded."""
+from __future__ import annotations
+
+import argparse
+
+from ..data.sources import batches, open_folder
+from ..deploy.export import export_onnx, export_torchscript
+from ..deploy.int8 import CALIBRATION_METHODS, calibration_images, export_int8_onnx
+from ..factory import load
+from ..io.atomic import check_writable
+from .common import add_md5_argument, positive_int
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    if args.int8 and (args.format != "onnx" or not args.calib):
+        raise ValueError("--int8 needs --format onnx and --calib DIR (a folder of images or a CIFAR-10 root)")
+    check_writable(args.output)
+    loaded = load(args.model, args.weights, args.num_classes)
+    resolution = args.resolution or loaded.preprocessing.crop
+    preprocessing = loaded.preprocessing.for_resolution(resolution)
+    model = loaded.model
+    names = getattr(model, "class_names", None)  # recorded names only, not the ImageNet fallback
+    if args.format == "torchscript":
+        diff = export_torchscript(model, args.output, resolution, preprocessing=preprocessing)
+    elif not args.int8:
+        diff = export_onnx(model, args.output, resolution, name=loaded.name, preprocessing=preprocessing,
+                           class_names=names, rewrite=not args.no_rewrite)
+    else:
+        calibration = calibration_images(args.calib, preprocessing, args.calib_count, check_md5=args.check_md5)
+        scored, _ = open_folder(args.evaluate or args.calib, "test", preprocessing.transform(), class_names=names,
+                                check_md5=args.check_md5)
+        diff, scores = export_int8_onnx(
+            model, args.output, resolution, calibration, name=loaded.name, preprocessing=preprocessing,
+            class_names=names, rewrite=not args.no_rewrite, method=args.calib_method,
+            evaluation=batches(scored, 32, limit=args.eval_count))
+    print(f"wrote {args.output} ({args.format}{', int8' if args.int8 else ''}, {resolution}x{resolution}, "
+          f"dynamic batch); fp32 parity with PyTorch: max abs diff {diff:.2e} at batch 1 and 3 (tolerance 1e-4)")
+    if args.int8:
+        fp32_score, int8_score = scores["fp32"], scores["int8"]
+        line = (f"int8 on {int8_score['images']} images of {args.evaluate or args.calib}: "
+                f"top-1 agreement with fp32 {int8_score['agreement']:.2f}%")
+        if "top1" in int8_score:
+            line += (f", top-1 {fp32_score['top1']:.2f}% (fp32) -> {int8_score['top1']:.2f}% (int8), "
+                     f"change {int8_score['top1'] - fp32_score['top1']:+.2f} points")
+        print(line)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="ONNX or TorchScript file for deployment, checked against PyTorch")
+    export.add_argument("model", help="registered model name (or a weight file)")
+    export.add_argument("--weights", help="safetensors weights file; without it the model is randomly initialised")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("-o", "--output", required=True, help="file to write (replaced atomically)")
+    export.add_argument("--resolution", type=positive_int, help="input size (default: the weights' crop, else 224)")
+    export.add_argument("--num-classes", type=positive_int, help="classifier outputs without --weights (default 1000)")
+    export.add_argument("--no-rewrite", action="store_true", help="ONNX without the blocked-layout rewrite")
+    export.add_argument("--int8", action="store_true", help="int8 static quantization (ONNX Runtime, QDQ)")
+    export.add_argument("--calib", help="calibration images: a CIFAR-10 root, a train/ + val/ tree (train/ is used), "
+                                        "a class-per-folder tree or a folder of images")
+    export.add_argument("--calib-count", type=positive_int, default=256, help="calibration images (default 256)")
+    export.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="percentile",
+                        help="how activation ranges are set (default percentile)")
+    export.add_argument("--evaluate", help="labelled images for the int8 accuracy change: a CIFAR-10 root (test "
+                                           "split), a train/ + val/ tree (val/) or a class-per-folder tree "
+                                           "(default: --calib)")
+    export.add_argument("--eval-count", type=positive_int, help="evaluate on at most this many images (default all)")
+    add_md5_argument(export)
+    export.set_defaults(func=cmd_export)

@@ -1,0 +1,104 @@
+"""``shufflenet models`` and ``shufflenet profile``: the registered models, their multiply-adds and parameters,
+and ours beside every published figure."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from ..models.complexity import Profile, profile
+from ..models.registry import build_model, list_models
+from ..paper.published import PUBLISHED_COMPLEXITY
+from ..tables import format_table
+from .common import bounded
+
+
+def profile_by_name(name: str, resolution: int = 224, **kwargs: object) -> Profile:
+    """Profile a registered model without computing anything: it is built on the meta device."""
+    with torch.device("meta"):
+        model = build_model(name, **kwargs)
+    return profile(model, resolution, name=name)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no registered model matches {args.pattern!r}; try `shufflenet models` for the list")
+    rows = []
+    for name in names:
+        cost = profile_by_name(name)
+        rows.append((name, round(cost.mflops, 2), cost.params))
+    print(format_table(("model", "MFLOPs @224", "params"), rows))
+
+
+def percent_diff(ours: float, published: float) -> float:
+    return round(100.0 * (ours - published) / published, 2)
+
+
+def rounds_to(ours: float, published: float) -> str:
+    """'yes' when ``ours`` rounded to the published figure's decimals gives the published figure."""
+    decimals = len(repr(float(published)).split(".")[1].rstrip("0"))
+    return "yes" if round(ours, decimals) == published else "no"
+
+
+def paper_table() -> str:
+    """Our count beside every published complexity figure."""
+    cache: dict[tuple[str, int], Profile] = {}
+    rows = []
+    for row in PUBLISHED_COMPLEXITY:
+        key = (row.model, row.resolution)
+        if key not in cache:
+            cache[key] = profile_by_name(*key)
+        ours = cache[key]
+        params_m = ours.params / 1e6
+        rows.append((
+            row.source, row.label, row.model, row.resolution,
+            round(ours.mflops, 2), row.mflops, percent_diff(ours.mflops, row.mflops),
+            rounds_to(ours.mflops, row.mflops),
+            round(params_m, 3), row.params_m,
+            *((None, None) if row.params_m is None else
+              (percent_diff(params_m, row.params_m), rounds_to(params_m, row.params_m))),
+            row.note,
+        ))
+    headers = ("source", "published as", "our model", "res", "MFLOPs", "published", "diff %", "same rounded",
+               "params M", "published", "diff %", "same rounded", "note")
+    return format_table(headers, rows)
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    if args.paper:
+        print(paper_table())
+        return
+    if not args.model:
+        raise ValueError("give a model name (see `shufflenet models`) or --paper")
+    cost = profile_by_name(args.model, args.resolution)
+    if args.json:
+        data = cost.to_dict()
+        if not args.per_layer:
+            data.pop("layers")
+        print(json.dumps(data))
+        return
+    print(f"{cost.model} at {cost.resolution}x{cost.resolution}: {cost.mflops:.2f} MFLOPs (multiply-adds), "
+          f"{cost.params:,} parameters")
+    print()
+    print(format_table(("block", "type", "MFLOPs", "params"),
+                       [(s.name, s.kind, round(s.macs / 1e6, 3), s.params) for s in cost.stages]))
+    if args.per_layer:
+        print()
+        print(format_table(("layer", "type", "MFLOPs", "params"),
+                           [(s.name, s.kind, round(s.macs / 1e6, 3), s.params) for s in cost.layers]))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser("models", help="table of the registered models: MFLOPs at 224 and parameters")
+    models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'shufflenet_v1_*_g3'")
+    models.set_defaults(func=cmd_models)
+
+    prof = commands.add_parser("profile", help="multiply-adds and parameters of one model, or --paper")
+    prof.add_argument("model", nargs="?", help="registered model name")
+    prof.add_argument("--resolution", type=bounded(int, 1), default=224, help="square input size (default 224)")
+    prof.add_argument("--per-layer", action="store_true", help="also list every conv and linear layer")
+    prof.add_argument("--json", action="store_true", help="print one JSON object")
+    prof.add_argument("--paper", action="store_true", help="our counts beside every published figure")
+    prof.set_defaults(func=cmd_profile)

@@ -1,0 +1,101 @@
+"""``shufflenet train``: every option generated from ``TrainConfig``'s fields, with their help text."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from ..engine.config import RESUMABLE, TrainConfig, field_type
+from ..factory import create_model
+from ..models.complexity import profile
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Training options from a YAML (.yaml/.yml) or TOML (.toml) file, keys as in ``TrainConfig``."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = file.read_text()
+    try:
+        if file.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as error:  # yaml.YAMLError, tomllib.TOMLDecodeError
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"config file {path} is not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: "
+                         f"{first}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of training options")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """The command line over the config file over the recipe (options left unset are absent from ``args``)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig.from_dict({**(read_config_file(args.config) if args.config else {}), **given})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..engine.trainer import train
+
+    config = config_from_arguments(args)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only the first process reports
+        return
+    if args.json:
+        print(json.dumps(result))
+        return
+    if result.get("already_finished"):
+        print(f"{result['run_dir']} is finished (epoch {result.get('epoch')}, top-1 {result.get('eval_top1', 0):.2f}%);"
+              f" resume with a larger --epochs or --time-budget to train longer")
+        return
+    model = create_model(config.model, weights=result["last_weights"])
+    cost = profile(model, model.preprocessing.crop)
+    print(f"{config.model}: top-1 {result['eval_top1']:.2f}% after the last epoch (best epoch "
+          f"{result['best_top1']:.2f}%), top-5 {result['eval_top5']:.2f}% on {result['eval_images']} test images; "
+          f"{cost.mflops:.2f} MFLOPs at {model.preprocessing.crop}x{model.preprocessing.crop}, {cost.params:,} "
+          f"parameters; weights: {result['last_weights']}")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ``TrainConfig`` field (``--batch-size`` for ``batch_size``), typed and documented from the
+    field; booleans get ``--x`` / ``--no-x``. Unset options stay absent, so config files and recipes fill them."""
+    for f in fields(TrainConfig):
+        meta, kind = f.metadata, field_type(f)
+        default = "" if f.default in (MISSING, None) else f" (default {f.default})"
+        if f.default is MISSING:
+            parser.add_argument(f.name, help=meta["help"])
+        elif kind is bool:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                help=meta["help"] + default)
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, choices=meta["choices"],
+                                help=meta["help"] + default, metavar=None if meta["choices"] else kind.__name__.upper())
+    parser.add_argument("--no-md5-check", dest="check_md5", action="store_false",
+                        help="the same as --no-check-md5")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a model (one CPU, a GPU, or many through torchrun)",
+                                argument_default=argparse.SUPPRESS,
+                                description="Train a model. Options left unset come from --config, then from the "
+                                            "recipe (small for 32x32 data, imagenet otherwise).")
+    add_config_options(train)
+    train.add_argument("--config", default=None, help="YAML or TOML file of options (the command line wins)")
+    train.add_argument("--resume", default=None,
+                       help="a training state (checkpoint.pt), or 'auto' for the run folder's; a resume may change "
+                            "only " + ", ".join("--" + key.replace("_", "-") for key in RESUMABLE))
+    train.add_argument("--overwrite", action="store_true", default=False,
+                       help="replace the run folder's earlier run (otherwise refused)")
+    train.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
+    train.set_defaults(func=cmd_train)

@@ -1,0 +1,1 @@
+"""Image data: sources (named data sets and folders), preprocessing, training batches."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: configuration, trainer, distributed processes, metrics."""

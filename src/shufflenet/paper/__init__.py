@@ -1,0 +1,1 @@
+"""The papers' published figures (complexity, errors, latency) that our results are compared with."""
