@@ -6,7 +6,7 @@ Times ``torch.channel_shuffle`` (what ``shufflenet.channel_shuffle`` uses) again
 input's layout.
 Prints medians of several repeats and the ratio native / reshape (below 1 = native faster).
 
-    python benchmarks/channel_shuffle.py [--batch 32] [--repeats 15]
+    python benchmarks/channel_shuffle.py [--batch 32] [--repeats 15] [--json results/channel_shuffle.json]
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import statistics
 import time
 
 import torch
+
+from shufflenet.io.results import write_result
 
 
 def reshape_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -44,7 +46,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", help="write the result record here")
     args = parser.parse_args()
+    cases = []
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, batch {args.batch}, median of {args.repeats}")
     print("| shape | layout | pass | native ms | reshape ms | native / reshape |")
@@ -60,6 +64,11 @@ def main() -> None:
                 name = "channels_last" if layout is torch.channels_last else "contiguous"
                 print(f"| {channels}x{size}x{size} | {name} | {'fwd+bwd' if backward else 'fwd'} | "
                       f"{native:.3f} | {plain:.3f} | {native / plain:.2f} |")
+                cases.append({"shape": [channels, size, size], "layout": name, "backward": backward,
+                              "native_ms": native, "reshape_ms": plain})
+    if args.json:
+        write_result(args.json, {"batch": args.batch, "repeats": args.repeats, "cases": cases,
+                                 "ratios": [c["native_ms"] / c["reshape_ms"] for c in cases]})
 
 
 if __name__ == "__main__":

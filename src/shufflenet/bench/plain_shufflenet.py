@@ -3,7 +3,8 @@ eager PyTorch no slower than a plain straightforward implementation of the same 
 
 Written directly from the paper (Fig. 2, Table 1) the way a first implementation would be: ``nn.Sequential``
 branches, the shuffle as view-transpose-reshape, ``F.relu``; no input checks, no registry. The module names
-mirror ours, so our state dict loads into it and both compute the same function.
+mirror ours, so our state dict loads into it and both compute the same function; with the reference's
+small-input stem (stride-1 stem conv, no max-pool) for 32x32 training.
 """
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ class PlainShuffleNet(nn.Module):
         super().__init__()
         stem, *stages = reference.widths
         groups = reference.groups
-        features = {"stem": conv_bn(3, stem, 3, 2), "pool": nn.MaxPool2d(3, 2, 1)}
+        small = reference.small_input
+        features = {"stem": conv_bn(3, stem, 3, 1 if small else 2), "pool": nn.Identity() if small else
+                    nn.MaxPool2d(3, 2, 1)}
         cin = stem
         for index, (width, repeat) in enumerate(zip(stages, reference.repeats), start=2):
             features[f"stage{index}"] = nn.Sequential(*[
@@ -61,7 +64,7 @@ class PlainShuffleNet(nn.Module):
         # Our ConvBNAct names its parts conv / bn; the plain Sequential numbers them.
         self.load_state_dict({key.replace(".conv.", ".0.").replace(".bn.", ".1."): value
                               for key, value in reference.state_dict().items()})
-        self.eval()
+        self.train(reference.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features[1](F.relu(self.features[0](x)))

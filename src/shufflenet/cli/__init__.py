@@ -5,10 +5,10 @@ import shlex
 import sys
 from typing import Sequence
 
-from . import bench, convert, evaluate, export, models, predict, train
+from . import bench, convert, detect, evaluate, export, models, predict, reproduce, train
 from .common import Parser
 
-COMMANDS = (models, train, evaluate, convert, export, bench, predict)
+COMMANDS = (models, train, evaluate, convert, export, bench, predict, reproduce, detect)
 
 
 def build_parser() -> Parser:
@@ -24,7 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..engine.trainer import TrainingDiverged, TrainingStopped
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad option (already reported in one line)
+        return int(stop.code or 0)
     args.command_line = shlex.join(["shufflenet", *argv])  # recorded in result files
     prefix = f"shufflenet {args.command}: error:"
     try:
@@ -36,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix} {error}", file=sys.stderr)
         return 1
     except (TrainingStopped, KeyboardInterrupt) as error:
-        print(f"shufflenet {args.command}: {error or 'interrupted'}; continue with --resume auto", file=sys.stderr)
+        again = "run the same command again to go on" if args.command == "reproduce" else "continue with --resume auto"
+        print(f"shufflenet {args.command}: {error or 'interrupted'}; {again}", file=sys.stderr)
         return 3
     return 0

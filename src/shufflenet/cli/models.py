@@ -5,20 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from ..models.complexity import Profile, profile
-from ..models.registry import build_model, list_models
-from ..paper.published import PUBLISHED_COMPLEXITY
+from ..experiments.complexity import HEADERS, profile_by_name, published_comparison
+from ..models.registry import list_models
 from ..tables import format_table
 from .common import bounded
-
-
-def profile_by_name(name: str, resolution: int = 224, **kwargs: object) -> Profile:
-    """Profile a registered model without computing anything: it is built on the meta device."""
-    with torch.device("meta"):
-        model = build_model(name, **kwargs)
-    return profile(model, resolution, name=name)
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -32,43 +22,9 @@ def cmd_models(args: argparse.Namespace) -> None:
     print(format_table(("model", "MFLOPs @224", "params"), rows))
 
 
-def percent_diff(ours: float, published: float) -> float:
-    return round(100.0 * (ours - published) / published, 2)
-
-
-def rounds_to(ours: float, published: float) -> str:
-    """'yes' when ``ours`` rounded to the published figure's decimals gives the published figure."""
-    decimals = len(repr(float(published)).split(".")[1].rstrip("0"))
-    return "yes" if round(ours, decimals) == published else "no"
-
-
-def paper_table() -> str:
-    """Our count beside every published complexity figure."""
-    cache: dict[tuple[str, int], Profile] = {}
-    rows = []
-    for row in PUBLISHED_COMPLEXITY:
-        key = (row.model, row.resolution)
-        if key not in cache:
-            cache[key] = profile_by_name(*key)
-        ours = cache[key]
-        params_m = ours.params / 1e6
-        rows.append((
-            row.source, row.label, row.model, row.resolution,
-            round(ours.mflops, 2), row.mflops, percent_diff(ours.mflops, row.mflops),
-            rounds_to(ours.mflops, row.mflops),
-            round(params_m, 3), row.params_m,
-            *((None, None) if row.params_m is None else
-              (percent_diff(params_m, row.params_m), rounds_to(params_m, row.params_m))),
-            row.note,
-        ))
-    headers = ("source", "published as", "our model", "res", "MFLOPs", "published", "diff %", "same rounded",
-               "params M", "published", "diff %", "same rounded", "note")
-    return format_table(headers, rows)
-
-
 def cmd_profile(args: argparse.Namespace) -> None:
     if args.paper:
-        print(paper_table())
+        print(format_table(HEADERS, published_comparison()))
         return
     if not args.model:
         raise ValueError("give a model name (see `shufflenet models`) or --paper")

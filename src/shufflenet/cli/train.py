@@ -10,6 +10,8 @@ from typing import Any
 
 from ..engine.config import RESUMABLE, TrainConfig, field_type
 from ..factory import create_model
+from ..io.atomic import check_writable
+from ..io.results import write_result
 from ..models.complexity import profile
 
 
@@ -39,19 +41,27 @@ def read_config_file(path: str) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in values.items()}
 
 
+def config_file_values(path: str | None) -> dict[str, Any]:
+    return read_config_file(path) if path else {}
+
+
 def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
     """The command line over the config file over the recipe (options left unset are absent from ``args``)."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig.from_dict({**(read_config_file(args.config) if args.config else {}), **given})
+    return TrainConfig.from_dict({**config_file_values(args.config), **given})
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ..engine.trainer import train
 
     config = config_from_arguments(args)
+    if args.record:
+        check_writable(args.record)  # before the training, not after it
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun only the first process reports
         return
+    if args.record:
+        write_result(args.record, run_record(Path(result["run_dir"])), args.command_line)
     if args.json:
         print(json.dumps(result))
         return
@@ -67,10 +77,17 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"parameters; weights: {result['last_weights']}")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per ``TrainConfig`` field (``--batch-size`` for ``batch_size``), typed and documented from the
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """A run's configuration, every epoch's metrics and the last epoch's, for a result file."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return {"run": run_dir.name, "config": json.loads((run_dir / "config.json").read_text()), "metrics": rows,
+            "final": rows[-1] if rows else {}}
+
+
+def add_config_options(parser: argparse.ArgumentParser, config: type[TrainConfig] = TrainConfig) -> None:
+    """One option per field of ``config`` (``--batch-size`` for ``batch_size``), typed and documented from the
     field; booleans get ``--x`` / ``--no-x``. Unset options stay absent, so config files and recipes fill them."""
-    for f in fields(TrainConfig):
+    for f in fields(config):
         meta, kind = f.metadata, field_type(f)
         default = "" if f.default in (MISSING, None) else f" (default {f.default})"
         if f.default is MISSING:
@@ -98,4 +115,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true", default=False,
                        help="replace the run folder's earlier run (otherwise refused)")
     train.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
+    train.add_argument("--record", default=None, help="also write a result file (command, machine, CPU flags, date, "
+                                                      "configuration, every epoch's metrics) here")
     train.set_defaults(func=cmd_train)

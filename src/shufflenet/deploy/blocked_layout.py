@@ -4,8 +4,8 @@ ONNX Runtime's CPU layout optimiser (level ORT_ENABLE_ALL) runs a convolution in
 only when every group's input and output channels are a multiple of the vector block (8 floats with AVX2, 16
 with AVX-512); otherwise the convolution falls back to slower NCHW kernels with layout conversions around it.
 ShuffleNet 1x g=3 has 20 bottleneck channels per group in stage 2, 0.5x has 10 and 20 in stages 2 and 3. And
-the channel shuffle exports as Reshape-Transpose-Reshape, three copies where one Gather does. Measured on
-this machine's CPU (docs/deploy.md), the rewrite below saves 6-8% of the fp32 latency and 12% of the int8.
+the channel shuffle exports as Reshape-Transpose-Reshape, three copies where one Gather does (what the
+rewrite saves: docs/deploy.md and table8.md, backend ort against ort-plain).
 
 Per unit of a BN-folded model: each group of the bottleneck gets zero channels appended up to a multiple of
 the block (zero weights and bias, so they stay 0 through ReLU and the depthwise conv, and the second
@@ -14,7 +14,7 @@ and so commutes with any channel permutation (ShuffleNet Fig. 2: nothing but BN 
 on 4x fewer pixels in stride-2 units; and it becomes one ``index_select`` (ONNX Gather) whose index table maps
 the padded layout to the padded input groups of the second pointwise conv. The stride-2 shortcut's 3x3
 average pool, which counts the zero padding (every window divides by 9), becomes the identical depthwise conv
-with weights 1/9: the same speed in fp32, 3-5x faster once quantized to int8.
+with weights 1/9, which ONNX Runtime runs faster once quantized to int8.
 """
 from __future__ import annotations
 

@@ -2,11 +2,9 @@
 quantization scale per activation tensor fits every channel.
 
 Why: int8 activations get one scale per tensor, and ShuffleNet's channels span very different ranges: the
-depthwise conv output (no ReLU after it, Fig. 2) has outlier channels up to 9x the 99.99th percentile of the
-rest (BN-folded filters of near-dead channels are large), and in the residual stream of a stage the largest
-channel maximum is 5-44x the median one, so most channels keep only a few quantization levels. Measured on a
-briefly trained CIFAR-10 ShuffleNet 0.5x g=3 (docs/deploy.md), int8 without equalization loses 6-38 top-1
-points; with it, about 1.
+depthwise conv output (no ReLU after it, Fig. 2) has outlier channels far above the rest (BN-folded filters of
+near-dead channels are large), and in the residual stream of a stage the largest channel maximum is many times
+the median one, so most channels keep only a few quantization levels (measurements: docs/deploy.md).
 
 How: positive per-channel rescaling between consecutive layers (Nagel et al., "Data-Free Quantization Through
 Weight Equalization and Bias Correction", ICCV 2019, Sec. 4.1), with the scales taken from activation ranges

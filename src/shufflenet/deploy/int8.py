@@ -4,9 +4,8 @@ ONNX Runtime: ``quantize_static`` in QDQ format, weights int8 per output channel
 ranges from the calibration images (ONNX Runtime's quantization guide: QDQ + per-channel is its recommended
 CNN setting on x86; uint8 activations x int8 weights use its fastest kernels, u8s8). Weights use 7 bits
 (``reduce_range``) unless the CPU has VNNI: without VNNI the u8s8 kernels add pairs of products in 16 bits,
-which saturates with full-range weights (the guide's "saturation issue"); measured here, full-range weights
-cost 2-3 top-1 points more, and u8u8 kernels avoid it but run 4x slower. For ShuffleNet, export the float
-model with :func:`equalize_for_int8` first.
+which saturates with full-range weights (the guide's "saturation issue"; what it costs here: docs/deploy.md).
+For ShuffleNet, export the float model with :func:`equalize_for_int8` first.
 PyTorch: FX graph mode with the "x86" backend (fbgemm + oneDNN kernels), the quantizer that ships in
 ``torch.ao`` (the pt2e flow lives in the separate torchao package).
 """
@@ -53,8 +52,8 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
     """Write the int8 (QDQ, per-channel) version of the float ONNX model ``fp32_path`` to ``out_path``,
     calibrated on the preprocessed images ``calibration`` (N, C, H, W), one image per calibration step.
     ``method`` sets the activation ranges: "percentile" (ONNX Runtime's 99.999th percentile, clipping rare
-    outliers; 0.4-0.5 top-1 points better than "minmax" on our CIFAR-10 ShuffleNet), "minmax" (the observed
-    extremes) or "entropy" (KL divergence)."""
+    outliers; the default, as it scored best here: docs/deploy.md), "minmax" (the observed extremes) or
+    "entropy" (KL divergence)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,

@@ -2,11 +2,13 @@
 fields left unset, and the one validation that the command line, config files and experiment grids share."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from ..data.sources import DATASETS, DataSpec
+from ..models.registry import model_spec
 
 # Recipes. "imagenet": ShuffleNet Sec. 4 and the official train.py: SGD momentum 0.9, lr 0.5 at batch 1024 scaled
 # linearly with the batch, weight decay 4e-5 on conv/linear weights only, linear decay to 0, label smoothing 0.1,
@@ -17,6 +19,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                      schedule="linear", warmup_epochs=0.0, label_smoothing=0.1),
     "small": dict(epochs=30, batch_size=256, lr=0.3, lr_reference_batch=256, nesterov=True, weight_decay=5e-4,
                   schedule="cosine", warmup_epochs=1.0, label_smoothing=0.1),
+    # Detectors (ours, for a CPU): torchvision's detection reference lr 0.02 at batch 16, momentum 0.9, weight
+    # decay 1e-4; cosine after a 1-epoch warm-up.
+    "detection": dict(epochs=24, batch_size=4, lr=0.02, lr_reference_batch=16, nesterov=False, weight_decay=1e-4,
+                      schedule="cosine", warmup_epochs=1.0, label_smoothing=0.0),
 }
 SCHEDULES = ("linear", "cosine")
 # What a resume may change (the rest would make the resumed run a different experiment): the length, the peak
@@ -36,13 +42,14 @@ def option(default: Any, help: str, *, low: float | None = None, high: float | N
 @dataclass
 class TrainConfig:
     model: str = option(MISSING, "registered model name (see `shufflenet models`)")
+    model_args: str | None = option(None, "more model arguments as a JSON object, e.g. '{\"shuffle\": false}'")
     data: str = option("digits", "data set", choices=DATASETS)
     data_dir: str | None = option(None, "data set folder (CIFAR files, or train/ + val/)")
     download: bool = option(False, "download CIFAR when missing (needs a network)")
     check_md5: bool = option(True, "check CIFAR files against the official MD5 sums (--no-md5-check for a "
                                    "faithful copy in another order)")
     recipe: str | None = option(None, "defaults for the unset fields: small (32x32 data) or imagenet",
-                                choices=tuple(RECIPES))
+                                choices=("small", "imagenet"))
     epochs: int | None = option(None, "epochs to train (an upper bound with --time-budget)", low=1)
     batch_size: int | None = option(None, "global batch, split over the processes", low=1)
     lr: float | None = option(None, "peak learning rate at --lr-reference-batch, scaled linearly with the batch",
@@ -54,13 +61,15 @@ class TrainConfig:
     schedule: str | None = option(None, "learning-rate decay to 0 after the warm-up", choices=SCHEDULES)
     warmup_epochs: float | None = option(None, "linear warm-up length in epochs", low=0)
     label_smoothing: float | None = option(None, "label smoothing of the cross-entropy", low=0, high=1, high_open=True)
-    small_input: bool | None = option(None, "stride-1 stem for 32x32 images (default: on for 32x32 data)")
+    small_input: bool | None = option(None, "stride-1 stem for 32x32 images (default: on for 32x32 data, for our "
+                                            "families)")
     drop_rate: float | None = option(None, "dropout before the classifier", low=0, high=1, high_open=True)
     ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay "
                                            "(e.g. 0.9998); evaluation and saved weights then use it",
                                      low=0, high=1, low_open=True, high_open=True)
-    tta: bool = option(False, "evaluate with test-time augmentation: the mean of the logits of each image and its "
-                              "mirror image")
+    tta: bool = option(False, "the last evaluation also with test-time augmentation: the mean of the logits of "
+                              "each image and its mirror image")
+    eval_every: int = option(1, "evaluate after every N-th epoch (and after the last)", low=1)
     compile: bool = option(False, "torch.compile the model")
     amp: bool = option(True, "automatic mixed precision (CUDA only)")
     channels_last: bool = option(True, "channels_last memory format")
@@ -98,21 +107,38 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be {'>' if meta['low_open'] else '>='} {low}, got {value}")
             if high is not None and (value > high or (meta["high_open"] and value == high)):
                 raise ValueError(f"{f.name} must be {'<' if meta['high_open'] else '<='} {high}, got {value}")
+        if self.model_args is not None:
+            self.model_kwargs()
         if self.name is not None and not RUN_NAME.match(self.name):
             raise ValueError(f"run name {self.name!r} must be a plain folder name (letters, digits, . _ = + -, no "
                              f"path separators), so that the run stays inside --output")
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """``model_args`` parsed: a JSON object of model arguments ({} when unset)."""
+        if self.model_args is None:
+            return {}
+        try:
+            values = json.loads(self.model_args)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"model_args must be a JSON object, e.g. '{{\"shuffle\": false}}' ({error})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"model_args must be a JSON object, got {self.model_args!r}")
+        return values
+
     def resolved(self, spec: DataSpec) -> TrainConfig:
         """Every unset field filled from the recipe for this data set."""
         values = asdict(self)
-        values["recipe"] = self.recipe or ("small" if spec.small_images else "imagenet")
+        values["recipe"] = self.recipe or self.default_recipe(spec)
         for key, default in RECIPES[values["recipe"]].items():
             if values[key] is None:
                 values[key] = default
-        if values["small_input"] is None:
-            values["small_input"] = spec.small_images
+        if values["small_input"] is None:  # our families take it; torchvision's reference models do not
+            values["small_input"] = spec.small_images and not model_spec(self.model).reference
         values["name"] = values["name"] or f"{self.model}-{spec.name}"
-        return TrainConfig(**values)
+        return type(self)(**values)
+
+    def default_recipe(self, spec: DataSpec) -> str:
+        return "small" if spec.small_images else "imagenet"
 
     def changes_from(self, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields set here (to other than their default) that differ from ``saved``: {name: (saved, new)}."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.loaders import FileBatches, TensorBatches
-from ..data.sources import TensorImages, batches, open_dataset, train_transform
+from ..data.sources import DataSpec, TensorImages, batches, open_dataset, train_transform
 from ..factory import create_model, model_runner
 from ..io.atomic import write_atomically
 from ..io.training_state import load_training_state, save_training_state
@@ -117,10 +117,18 @@ class Position:
     train_seconds: float = 0.0
     best_top1: float = -1.0
     finished: bool = False
+    wall_seconds: float = 0.0  # wall-clock time of the run: training, evaluation, start-up
 
 
 class Trainer:
+    """Trains a classifier; a task with other data, model, loss or evaluation overrides ``open_training_set``,
+    ``build_network``, ``open_data``, ``forward_loss``, ``evaluate`` and ``save_weights`` (``SCORE`` names the
+    evaluation figure that picks the best epoch)."""
+
+    SCORE = "top1"
+
     def __init__(self, config: TrainConfig, resume: str | None = None, overwrite: bool = False) -> None:
+        self.sitting_start = time.perf_counter()
         self.ddp, self.device = setup_distributed()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -129,8 +137,7 @@ class Trainer:
         if resume == "auto":
             resume = str(state_path) if state_path.exists() else None
         state = load_training_state(resume) if resume else None
-        self.train_set, self.spec = open_dataset(config.data, "train", config.data_dir, download=config.download,
-                                                 check_md5=config.check_md5)
+        self.train_set, self.spec = self.open_training_set(config)
         self.config = self.reconcile(config, state)
         self.state_path = state_path
         if self.ddp.main:
@@ -150,15 +157,27 @@ class Trainer:
         self.stop = StopSignal()
         self.result: dict[str, Any] = {}
         self.last_lr = 0.0
+        self.wall_before = self.position.wall_seconds
 
     # --- set-up ---
+
+    def open_training_set(self, config: TrainConfig) -> tuple[Any, DataSpec]:
+        return open_dataset(config.data, "train", config.data_dir, download=config.download,
+                            check_md5=config.check_md5)
+
+    def build_network(self, config: TrainConfig) -> torch.nn.Module:
+        kwargs: dict[str, Any] = {"small_input": config.small_input} if config.small_input else {}
+        kwargs.update(config.model_kwargs())
+        if config.drop_rate is not None:
+            kwargs["drop_rate"] = config.drop_rate
+        return create_model(config.model, num_classes=self.spec.num_classes, **kwargs)
 
     def reconcile(self, config: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
         """The configuration to run: a new run's, resolved from its recipe; a resumed run's own, with the
         changes a resume may make (``RESUMABLE``) applied and any other change refused."""
         if state is None:
             return config.resolved(self.spec)
-        saved = TrainConfig.from_dict(state["config"])
+        saved = type(config).from_dict(state["config"])
         changes = config.changes_from(saved)
         refused = {key: change for key, change in changes.items() if key not in RESUMABLE}
         if refused:
@@ -178,12 +197,8 @@ class Trainer:
 
     def build_model(self) -> None:
         config = self.config
-        kwargs: dict[str, Any] = {"small_input": config.small_input} if config.small_input else {}
-        if config.drop_rate is not None:
-            kwargs["drop_rate"] = config.drop_rate
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = create_model(config.model, num_classes=self.spec.num_classes, **kwargs).to(self.device)
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = self.build_network(config).to(self.device).to(memory_format=self.memory_format)
         self.per_rank_batch = max(1, config.batch_size // self.ddp.world_size)
         self.peak_lr = config.lr * config.batch_size / config.lr_reference_batch
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, config.weight_decay), lr=self.peak_lr,
@@ -237,8 +252,9 @@ class Trainer:
                 return self.finished_result()
             for epoch in range(self.position.epoch, self.config.epochs):
                 epoch_figures = self.train_epoch(epoch)
-                self.finish_epoch(epoch, epoch_figures)
-                if self.budget_spent():
+                last = epoch + 1 == self.config.epochs or self.budget_spent()
+                self.finish_epoch(epoch, epoch_figures, last)
+                if last:
                     break
             self.position.finished = True
             self.save_state()
@@ -286,9 +302,9 @@ class Trainer:
             steps += 1
             if not len(labels):
                 continue
-            loss, logits = self.step(images, labels, self.lr_at(position.step, position.train_seconds + elapsed))
+            loss, hits = self.step(images, labels, self.lr_at(position.step, position.train_seconds + elapsed))
             seen += len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            correct += hits
             loss_sum += loss * len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
                             img_s=f"{seen * self.ddp.world_size / (time.perf_counter() - start):.0f}")
@@ -298,13 +314,18 @@ class Trainer:
                 "images_per_sec": seen * self.ddp.world_size / max(seconds, 1e-9), "skipped_images": skipped,
                 "steps": steps}
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[float, torch.Tensor]:
-        """One optimiser step at learning rate ``lr``; returns the loss and the logits."""
+    def forward_loss(self, images: Any, labels: Any) -> tuple[torch.Tensor, int]:
+        """The training loss of a batch and how many of its images the model got right."""
+        logits = self.forward(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        return loss, int((logits.detach().argmax(1) == labels).sum())
+
+    def step(self, images: Any, labels: Any, lr: float) -> tuple[float, int]:
+        """One optimiser step at learning rate ``lr``; returns the loss and the count of right answers."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            logits = self.forward(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+            loss, hits = self.forward_loss(images, labels)
         if all_max([float(not torch.isfinite(loss))], self.ddp, self.device)[0]:  # every process stops together
             raise TrainingDiverged(
                 f"loss is {loss.item()} at step {self.position.step} (epoch {self.position.epoch + 1}); last good "
@@ -318,20 +339,27 @@ class Trainer:
             self.ema.update_parameters(self.model)
         self.position.step += 1
         self.last_lr = lr
-        return loss.item(), logits.detach()
+        return loss.item(), hits
 
-    def finish_epoch(self, epoch: int, figures: dict[str, float]) -> None:
-        """After an epoch: average BN statistics, evaluate, record the metrics, save weights and state."""
+    def finish_epoch(self, epoch: int, figures: dict[str, float], last: bool) -> None:
+        """After an epoch: average BN statistics, evaluate (every ``eval_every`` epochs and after the last; with
+        ``tta``, the last evaluation also with mirror images), record the metrics, save weights and state."""
         average_buffers(self.model, self.ddp)
-        evaluated = self.evaluate()
         position = self.position
-        is_best = evaluated["top1"] > position.best_top1
-        position.best_top1 = max(position.best_top1, evaluated["top1"])
         position.epoch, position.batch = epoch + 1, 0
+        evaluated = self.evaluate(tta=False) if last or (epoch + 1) % self.config.eval_every == 0 else {}
+        if evaluated and evaluated[self.SCORE] > position.best_top1:
+            position.best_top1 = evaluated[self.SCORE]
+            if self.ddp.main:
+                self.save_weights("best.safetensors", epoch)
+        tta = self.evaluate(tta=True) if last and self.config.tta else {}
+        position.wall_seconds = self.wall_before + time.perf_counter() - self.sitting_start
         self.result = {"epoch": epoch + 1, "step": position.step, **figures,
-                       "train_seconds": round(position.train_seconds, 1), "lr": getattr(self, "last_lr", 0.0),
+                       "train_seconds": round(position.train_seconds, 1),
+                       "wall_seconds": round(position.wall_seconds, 1), "lr": self.last_lr,
                        "world_size": self.ddp.world_size,
-                       **{f"eval_{key}": value for key, value in evaluated.items() if key != "per_class"}}
+                       **{f"eval_{key}": value for key, value in evaluated.items() if key != "per_class"},
+                       **{f"eval_tta_{key}": value for key, value in tta.items() if key in ("top1", "top5")}}
         if self.ddp.active:
             self.result["ranks_in_sync"] = ranks_in_sync(self.model, self.ddp)
             if not self.result["ranks_in_sync"]:
@@ -340,11 +368,11 @@ class Trainer:
         if self.ddp.main:
             self.record(self.result)
             self.save_weights("last.safetensors", epoch)
-            if is_best:
-                self.save_weights("best.safetensors", epoch)
-            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: loss {figures['train_loss']:.4f}, eval top-1 "
-                       f"{evaluated['top1']:.2f}% (best {position.best_top1:.2f}%), "
-                       f"{figures['images_per_sec']:.0f} img/s, {position.train_seconds / 60:.1f} min of training")
+            scores = (f", eval {self.SCORE} {evaluated[self.SCORE]:.2f}" if evaluated else "") + (
+                f" ({tta[self.SCORE]:.2f} with mirror images)" if tta else "")
+            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs}: loss {figures['train_loss']:.4f}{scores}, "
+                       f"{figures['images_per_sec']:.0f} img/s, {position.train_seconds / 60:.1f} min of training, "
+                       f"{position.wall_seconds / 60:.1f} min in all")
         self.save_state()
         if all_max([float(self.stop.signal is not None)], self.ddp, self.device)[0]:
             raise TrainingStopped(self.stopped_message(f"stopped by a signal after epoch {epoch + 1}"))
@@ -354,11 +382,12 @@ class Trainer:
             return f"{what}; state saved at {self.state_path}"
         return f"{what} (process {self.ddp.rank} of {self.ddp.world_size}, with the others)"
 
-    def evaluate(self) -> dict[str, Any]:
-        """Top-1 / top-5 of the trained weights (the EMA's when kept) on the test split, shared by the processes."""
+    def evaluate(self, tta: bool) -> dict[str, Any]:
+        """Top-1 / top-5 of the trained weights (the EMA's when kept) on the test split, shared by the processes;
+        ``tta``: of each image and its mirror image."""
         indices = range(self.ddp.rank, len(self.eval_set), self.ddp.world_size)
         runner = model_runner(self.trained_model(), self.device, channels_last=self.config.channels_last,
-                              tta=self.config.tta, amp=self.use_amp)
+                              tta=tta, amp=self.use_amp)
         return evaluate(runner, batches(self.eval_set, max(self.per_rank_batch, 256), workers=self.eval_workers,
                                         indices=indices), ddp=self.ddp)
 

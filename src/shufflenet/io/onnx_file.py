@@ -22,7 +22,7 @@ def onnx_session(path: str | Path, threads: int = 1):
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise ValueError(f"{path} is {'empty' if path.is_file() else 'not a file'}; give an ONNX file written by "
-                         f"`shufflenet export`")
+                         f"`shufflenet export`, or export it again")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

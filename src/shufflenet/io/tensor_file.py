@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,14 +24,13 @@ SHOWN_NAMES = 8  # tensor names listed in an error message before "... (N in all
 
 
 def read_tensor_file(path: str | os.PathLike) -> tuple[Any, dict[str, str]]:
-    """The object stored in ``path`` and its safetensors metadata ({} for PyTorch files).
-
-    A safetensors file is recognised by its header, not its name. Anything else goes through
-    ``torch.load(weights_only=True)``; a file that needs more than tensors and plain containers is refused.
-    """
+    """The object stored in ``path`` and its safetensors metadata ({} for PyTorch files); a missing, empty,
+    truncated or foreign file, or one holding Python objects, raises a one-line ``ValueError``."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); get the file again")
     with path.open("rb") as file:
         head = file.read(9)
     if len(head) == 9 and head[8:9] == b"{":  # 8-byte header length, then the JSON header
@@ -44,19 +44,18 @@ def read_tensor_file(path: str | os.PathLike) -> tuple[Any, dict[str, str]]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as error:
-        # torch names the refused object on a line such as "WeightsUnpickler error: Unsupported global: GLOBAL x.y
-        # was not an allowed global by default. ..."
-        lines = [line for line in str(error).splitlines() if "WeightsUnpickler error:" in line]
-        refused = lines[0].split("WeightsUnpickler error:")[1].split(" was not")[0].strip() if lines else "unknown"
+        # torch names the refused object: "... unsupported GLOBAL posix.system whose module posix is blocked"
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
         raise ValueError(
-            f"refusing to load {path}: it holds Python objects other than tensors ({refused}), and unpickling them "
-            f"could run code. Re-save only the state dict (torch.save(model.state_dict(), ...)) from a source "
-            f"you trust"
+            f"refusing to load {path}: it holds Python objects other than tensors "
+            f"({refused[1] if refused else 'unnamed'}), and unpickling them could run code. Re-save only the state "
+            f"dict (torch.save(model.state_dict(), ...)) from a source you trust"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch.load fails in many ways on foreign bytes (KeyError, RuntimeError, ...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
-            f"cannot read {path}: it is truncated or not a PyTorch checkpoint ({str(error).strip()}); "
-            f"get the file again"
+            f"cannot read {path}: it is truncated or not a PyTorch or safetensors file ({type(error).__name__}"
+            f"{': ' + first if first else ''}); get the file again"
         ) from None
 
 

@@ -7,6 +7,7 @@ from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 from .registry import build_model, list_models, model_spec, register_model, scale_tag
 from .shufflenet_v1 import STAGE2_WIDTH_1X, STEM_WIDTH, ShuffleNetV1, ShuffleUnit, shufflenet_v1_widths
+from .structures import TABLE4_WIDTHS, ComparisonNet
 
 # Table 5, "ShuffleNet 0.5x (shallow, g = 3)": half the units of stages 2-4 (26 layers). Widths are not
 # published; these raise 0.5x g=3's 120/240/480 to 180/360/720 (12-channel stem): 41.6 MFLOPs, the multiple
@@ -25,8 +26,12 @@ for _alpha in (1.0, 0.75, 0.5, 0.25):  # MobileNet V1 Table 6
     register_model(f"mobilenet_v1_{scale_tag(_alpha)}", MobileNetV1, alpha=_alpha)
 for _width in (1.4, 1.3, 1.0, 0.75, 0.5, 0.35):  # the released MobileNet V2 checkpoints
     register_model(f"mobilenet_v2_{scale_tag(_width)}", MobileNetV2, width_mult=_width)
+for _structure, _budgets in TABLE4_WIDTHS.items():  # Table 4's comparison structures at 140 / 38 / 13 MFLOPs
+    for _budget, _widths in _budgets.items():
+        register_model(f"table4_{_structure}_{_budget}m", ComparisonNet, structure=_structure, widths=_widths)
 
 __all__ = [
-    "FeatureInfo", "ImageClassifier", "Layer", "MobileNetV1", "MobileNetV2", "ShuffleNetV1", "ShuffleUnit",
+    "ComparisonNet", "FeatureInfo", "ImageClassifier", "Layer", "MobileNetV1", "MobileNetV2", "ShuffleNetV1",
+    "ShuffleUnit",
     "build_model", "list_models", "model_spec", "reference", "register_model", "shufflenet_v1_widths",
 ]

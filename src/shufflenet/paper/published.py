@@ -51,6 +51,13 @@ def _rows() -> list[PublishedComplexity]:
         "ShuffleNet Table 5", "ShuffleNet 2x (with SE, g = 3)", "shufflenet_v1_x2_0_g3_se", 224, 527,
         note="SE placement and ratio not published: ours",
     ))
+    table4_widths = {"vgg": 50, "resnet": 192, "resnext": 192, "xception": 288}  # Sec. 4.2, at 38 MFLOPs
+    labels = {"vgg": "VGG-like", "resnet": "ResNet", "xception": "Xception-like", "resnext": "ResNeXt"}
+    for budget in (140, 38, 13):
+        for structure, label in labels.items():
+            note = f"paper Stage-4 width {table4_widths[structure]}" if budget == 38 else "widths not published"
+            rows.append(PublishedComplexity("ShuffleNet Table 4", f"{label}, {budget} MFLOPs",
+                                            f"table4_{structure}_{budget}m", 224, budget, note=note))
     for alpha, mflops, params in (("1_0", 569, 4.2), ("0_75", 325, 2.6), ("0_5", 149, 1.3), ("0_25", 41, 0.5)):
         label = f"{alpha.replace('_', '.')} MobileNet-224"
         rows.append(PublishedComplexity("MobileNets Table 6", label, f"mobilenet_v1_x{alpha}", 224, mflops, params))
@@ -96,4 +103,43 @@ TABLE8_LATENCY_MS: dict[str, tuple[float, tuple[float, float, float]]] = {  # ou
     "shufflenet_v1_x2_0_g3": (524, (108.8, 617.0, 1857.6)),
     "tv_alexnet": (720, (184.0, 1156.7, 3633.9)),
     "mobilenet_v1_x1_0": (569, (110.0, 612.0, 1879.2)),
+}
+
+
+# ShuffleNet Tables 2-5: ImageNet top-1 error (%), single 224x224 centre crop, keyed by our model names.
+TABLE2_TOP1_ERR: dict[float, dict[int, float]] = {  # scale -> {g: error}
+    1.0: {1: 33.6, 2: 32.7, 3: 32.6, 4: 32.8, 8: 32.4},
+    0.5: {1: 45.1, 2: 44.4, 3: 43.2, 4: 41.6, 8: 42.3},
+    0.25: {1: 57.1, 2: 56.8, 3: 55.0, 4: 54.2, 8: 52.7},
+}
+TABLE3_TOP1_ERR: dict[tuple[float, int], tuple[float, float]] = {  # (scale, g) -> (with shuffle, without)
+    (1.0, 3): (32.6, 34.5), (1.0, 8): (32.4, 37.6), (0.5, 3): (43.2, 45.7), (0.5, 8): (42.3, 48.1),
+    (0.25, 3): (55.0, 56.3), (0.25, 8): (52.7, 56.5),
+}
+# Table 4: budget (MFLOPs) -> structure -> error; VGG-like is reported at 140 only ("significantly worse").
+TABLE4_TOP1_ERR: dict[int, dict[str, float | None]] = {
+    140: {"vgg": 50.7, "resnet": 37.3, "xception": 33.6, "resnext": 33.3, "shufflenet": 32.4},
+    38: {"vgg": None, "resnet": 48.8, "xception": 45.1, "resnext": 46.0, "shufflenet": 41.6},
+    13: {"vgg": None, "resnet": 63.7, "xception": 57.1, "resnext": 65.2, "shufflenet": 52.7},
+}
+TABLE4_STAGE4_WIDTH_38: dict[str, int] = {"vgg": 50, "resnet": 192, "resnext": 192, "xception": 288, "shufflenet": 576}
+# Table 5: rungs of matched complexity, MobileNet first: (label, our model, MFLOPs, error).
+TABLE5_RUNGS: dict[str, list[tuple[str, str, int, float]]] = {
+    "569/524": [("1.0 MobileNet-224", "mobilenet_v1_x1_0", 569, 29.4),
+                ("ShuffleNet 2x (g = 3)", "shufflenet_v1_x2_0_g3", 524, 26.3),
+                ("ShuffleNet 2x (with SE, g = 3)", "shufflenet_v1_x2_0_g3_se", 527, 24.7)],
+    "325/292": [("0.75 MobileNet-224", "mobilenet_v1_x0_75", 325, 31.6),
+                ("ShuffleNet 1.5x (g = 3)", "shufflenet_v1_x1_5_g3", 292, 28.5)],
+    "149/140": [("0.5 MobileNet-224", "mobilenet_v1_x0_5", 149, 36.3),
+                ("ShuffleNet 1x (g = 8)", "shufflenet_v1_x1_0_g8", 140, 32.4)],
+    "41/38/40": [("0.25 MobileNet-224", "mobilenet_v1_x0_25", 41, 49.4),
+                 ("ShuffleNet 0.5x (g = 4)", "shufflenet_v1_x0_5_g4", 38, 41.6),
+                 ("ShuffleNet 0.5x (shallow, g = 3)", "shufflenet_v1_x0_5_g3_shallow", 40, 42.8)],
+}
+# Table 7: Faster R-CNN on COCO minival, mAP [.5, .95] (%) at the "300x" and "600x" input sizes.
+TABLE7_MAP: dict[str, tuple[float, float]] = {
+    "ShuffleNet 2x (g = 3)": (18.7, 25.0),
+    "ShuffleNet 1x (g = 3)": (14.5, 19.8),
+    "1.0 MobileNet-224 [12]": (16.4, 19.8),
+    "1.0 MobileNet-224 (their impl.)": (14.9, 19.3),
 }

@@ -1,0 +1,43 @@
+"""``shufflenet reproduce``: the paper's tables (1: complexity, 2-5: training grids on CIFAR-10, 8: latency)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..experiments import TABLES, reproduce
+from .common import add_md5_argument, positive_int
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    print(reproduce(args.table, data=args.data, data_dir=args.data_dir, epochs=args.epochs, seeds=args.seeds,
+                    results=Path(args.output), runs=Path(args.runs), docs=Path(args.docs), threads=args.threads,
+                    check_md5=args.check_md5, extended=args.extended, list_only=args.list,
+                    report_only=args.report_only, command=args.command_line, max_steps=args.max_steps_per_epoch,
+                    int8_weights=args.int8_weights))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("reproduce", help="the paper's tables: complexity, training grids, latency",
+                                 description="Reproduce the ShuffleNet paper's tables. Training tables (2-5) run "
+                                             "a grid of cells on CIFAR-10; a finished cell is skipped and an "
+                                             "unfinished one resumes, so a stopped grid goes on where it stopped.")
+    parser.add_argument("table", choices=(*TABLES, "all"),
+                        help="table1 (complexity), table2-table5 (training), table8 (latency), or all "
+                             "(table1 and the training tables)")
+    parser.add_argument("--data", default="cifar10", choices=("cifar10", "cifar100"), help="data set (default cifar10)")
+    parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
+    add_md5_argument(parser)
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs of every cell (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per model (default 2)")
+    parser.add_argument("--extended", action="store_true", help="also the 140 MFLOPs rung (1x, Table 4 at 140, "
+                                                                 "MobileNet 0.5 against ShuffleNet 1x)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all)")
+    parser.add_argument("--output", default="results/reproduce", help="cell results (default results/reproduce)")
+    parser.add_argument("--runs", default="runs/reproduce", help="run folders of the cells (default runs/reproduce)")
+    parser.add_argument("--docs", default="docs", help="where reproduction.md and the plots go (default docs)")
+    parser.add_argument("--max-steps-per-epoch", type=positive_int, help="cut every epoch (smoke tests of the grid)")
+    parser.add_argument("--int8-weights", help="table8: trained weights for the int8 accuracy change, scored on "
+                                               "--data-dir (its train split calibrates, its test split scores)")
+    parser.add_argument("--list", action="store_true", help="list the cells, their state and the time left")
+    parser.add_argument("--report-only", action="store_true", help="regenerate the report from the cell results")
+    parser.set_defaults(func=cmd_reproduce)

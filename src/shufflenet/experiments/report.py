@@ -1,0 +1,169 @@
+"""docs/reproduction.md and its plots, generated from the cell result files alone.
+
+Per table: our final-epoch top-1 error beside the paper's, every seed's value (mean +- std from 3 seeds), the
+paper's claim, and per compared pair whether our numbers agree with it and whether they decide it: a pair does
+not decide when our seed spread (the largest range of a row's seeds) reaches either the paper's difference or
+ours. A hand-written discussion between the ``discussion`` markers is kept when the page is regenerated.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..io.atomic import atomic_output
+from ..tables import format_table
+from .grid import Cell
+from .tables import CLAIMS, Row
+
+DISCUSSION_START, DISCUSSION_END = "<!-- discussion:start -->", "<!-- discussion:end -->"
+TITLES = {"table2": "Table 2: error vs number of groups", "table3": "Table 3: with and without channel shuffle",
+          "table4": "Table 4: ShuffleNet units against other structures",
+          "table5": "Table 5: ShuffleNet against MobileNet V1"}
+
+
+def load_cells(results: Path) -> dict[str, dict[str, Any]]:
+    """Every cell result under ``results``, by cell name."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json"))}
+
+
+def row_errors(row: Row, cells: dict[str, dict[str, Any]], epochs: int, seeds: int) -> list[float]:
+    """The final-epoch top-1 errors of ``row``'s cells that have finished, seed by seed."""
+    names = [Cell(row.key, row.model, row.model_args, seed, epochs).name for seed in range(seeds)]
+    return [cells[name]["top1_err"] for name in names if name in cells]
+
+
+def summary(errors: list[float]) -> str:
+    if not errors:
+        return "not run"
+    values = " / ".join(f"{e:.2f}" for e in errors)
+    if len(errors) >= 3:
+        return f"{statistics.mean(errors):.2f} +- {statistics.stdev(errors):.2f} ({values})"
+    return values
+
+
+def spread(errors: list[float]) -> float:
+    return max(errors) - min(errors) if len(errors) > 1 else 0.0
+
+
+def pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
+    """(the row the claim favours, the row it should beat) within each group."""
+    by_group: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_group[row.group].append(row)
+    result = []
+    for group in by_group.values():
+        baselines = [r for r in group if r.role == "baseline"]
+        favoured = [r for r in group if r.role != "baseline"]
+        if rows[0].table == "table4":  # every structure against the group's ShuffleNet
+            result += [(favoured[0], base) for base in baselines]
+        else:  # every candidate (more groups, shuffle, ShuffleNet) against the group's baseline
+            result += [(better, baselines[0]) for better in favoured]
+    return result
+
+
+def verdicts(rows: list[Row], cells: dict[str, dict[str, Any]], epochs: int, seeds: int) -> list[dict[str, Any]]:
+    out = []
+    for better, baseline in pairs(rows):
+        ours_b, ours_base = row_errors(better, cells, epochs, seeds), row_errors(baseline, cells, epochs, seeds)
+        known = better.paper_err is not None and baseline.paper_err is not None
+        paper = baseline.paper_err - better.paper_err if known else None
+        if not ours_b or not ours_base:
+            out.append({"better": better, "baseline": baseline, "paper": paper, "ours": None})
+            continue
+        ours = statistics.mean(ours_base) - statistics.mean(ours_b)
+        noise = max(spread(ours_b), spread(ours_base))
+        decides = noise < abs(ours) and (paper is None or noise < abs(paper))
+        out.append({"better": better, "baseline": baseline, "paper": paper, "ours": ours, "spread": noise,
+                     "agrees": ours > 0, "decides": decides and min(len(ours_b), len(ours_base)) > 1})
+    return out
+
+
+def table_markdown(rows: list[Row], cells: dict[str, dict[str, Any]], epochs: int, seeds: int) -> str:
+    lines = []
+    mflops = {}
+    for row in rows:
+        errors = row_errors(row, cells, epochs, seeds)
+        cell = next((cells[n] for n in cells if n.startswith(row.key + f"-e{epochs}-")), None)
+        mflops[row.key] = cell["mflops_224"] if cell else None
+        lines.append((row.label, row.model + ("" if not row.args else f" {dict(row.args)}"),
+                      None if cell is None else round(cell["mflops_224"], 1), row.paper_err, summary(errors),
+                      None if not errors else round(statistics.mean(errors), 2)))
+    table = format_table(("paper row", "our model", "MFLOPs @224", "paper top-1 err (ImageNet)",
+                          "our top-1 err, CIFAR-10 (per seed)", "our mean"), lines)
+    verdict_rows = []
+    for v in verdicts(rows, cells, epochs, seeds):
+        if v["ours"] is None:
+            verdict_rows.append((v["better"].label, v["baseline"].label, v["paper"], None, None, "not run", ""))
+            continue
+        verdict_rows.append((v["better"].label, v["baseline"].label,
+                             None if v["paper"] is None else round(v["paper"], 1), round(v["ours"], 2),
+                             round(v["spread"], 2), "agrees" if v["agrees"] else "disagrees",
+                             "yes" if v["decides"] else "no"))
+    verdict = format_table(("favoured by the paper", "against", "paper: error lower by", "ours: lower by",
+                            "our seed spread", "our sign", "decides"), verdict_rows)
+    return table + "\n\n" + verdict
+
+
+def plot_table(table: str, rows: list[Row], cells: dict[str, dict[str, Any]], epochs: int, seeds: int,
+               path: Path) -> Path:
+    """Ours (CIFAR-10) beside the paper's (ImageNet): error per row, grouped as the table groups them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (ours_axis, paper_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = list(dict.fromkeys(row.group for row in rows))
+    for axis, source in ((ours_axis, "ours"), (paper_axis, "paper")):
+        for index, group in enumerate(groups):
+            members = [row for row in rows if row.group == group]
+            xs = [index + (i - (len(members) - 1) / 2) * 0.8 / max(len(members), 1) for i in range(len(members))]
+            for x, row in zip(xs, members):
+                values = row_errors(row, cells, epochs, seeds) if source == "ours" else (
+                    [row.paper_err] if row.paper_err is not None else [])
+                colour = "tab:green" if row.role != "baseline" else "tab:red"
+                axis.scatter([x] * len(values), values, color=colour, s=18)
+                if values:
+                    axis.annotate(short_label(row), (x, max(values)), fontsize=6, rotation=60,
+                                  xytext=(0, 4), textcoords="offset points")
+        axis.set_xticks(range(len(groups)), groups, fontsize=8)
+        axis.set_ylabel("top-1 error (%)")
+        axis.set_title(f"ours: CIFAR-10, {epochs} epochs, each seed" if source == "ours" else
+                       "paper: ImageNet", fontsize=9)
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"{TITLES[table]} (green: favoured by the paper, red: what it should beat)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+    plt.close(figure)
+    return path
+
+
+def short_label(row: Row) -> str:
+    label = row.label.replace("ShuffleNet", "SN").replace("MobileNet", "MN")
+    return label.split("(")[0].strip() if row.table == "table4" else label
+
+
+def render(tables: dict[str, list[Row]], results: Path, docs: Path, epochs: int, seeds: int,
+           header: str) -> str:
+    """Write docs/reproduction.md (keeping its discussion) and the plots; return the page."""
+    cells = load_cells(results)
+    page = [header]
+    for table, rows in tables.items():
+        plot = plot_table(table, rows, cells, epochs, seeds, docs / "reproduction" / f"{table}.png")
+        page += [f"## {TITLES[table]}", "", f"The paper: {CLAIMS[table]}", "",
+                 table_markdown(rows, cells, epochs, seeds), "", f"![{table}](reproduction/{plot.name})", ""]
+    target = docs / "reproduction.md"
+    discussion = f"{DISCUSSION_START}\n## Discussion\n\n(to be written from the results)\n{DISCUSSION_END}"
+    if target.is_file():
+        text = target.read_text()
+        if DISCUSSION_START in text and DISCUSSION_END in text:
+            discussion = text[text.index(DISCUSSION_START):text.index(DISCUSSION_END) + len(DISCUSSION_END)]
+    text = "\n".join(page) + "\n" + discussion + "\n"
+    with atomic_output(target) as temporary:
+        temporary.write_text(text)
+    return text

@@ -1,0 +1,115 @@
+"""`shufflenet reproduce`: the tables as data, the grid (skip finished cells, resume, shared cells), the report
+(verdicts computed from the cell files), Table 1."""
+import json
+
+import pytest
+from test_data import write_fake_cifar
+
+from shufflenet.cli import main
+from shufflenet.experiments import Plan
+from shufflenet.experiments.grid import Cell, Grid
+from shufflenet.experiments.report import verdicts
+from shufflenet.experiments.tables import table_rows
+
+
+def test_tables_are_the_papers_rows():
+    assert [r.paper_err for r in table_rows("table2") if r.group == "0.25x"] == [57.1, 55.0, 52.7]
+    assert [r.paper_err for r in table_rows("table2", extended=True) if r.group == "0.25x"] == [
+        57.1, 56.8, 55.0, 54.2, 52.7]
+    table3 = table_rows("table3")
+    assert len(table3) == 8 and sum(r.model_args == '{"shuffle": false}' for r in table3) == 4
+    assert {r.model for r in table_rows("table4")} >= {"table4_vgg_38m", "shufflenet_v1_x0_5_g4",
+                                                        "shufflenet_v1_x0_25_g8"}
+    assert [r.model for r in table_rows("table5")] == ["mobilenet_v1_x0_25", "shufflenet_v1_x0_5_g4",
+                                                        "shufflenet_v1_x0_5_g3_shallow"]
+    assert len(table_rows("table2", extended=True)) == 15
+
+
+def test_cells_shared_between_tables_run_once():
+    plan = Plan(("table2", "table3", "table4", "table5"), epochs=3, seeds=2)
+    cells = plan.cells()
+    names = [c.name for c in cells]
+    assert len(names) == len(set(names))
+    # Table 3's "with shuffle" rows are Table 2's g=3 / g=8 models; Table 5's 0.5x g=4 is Table 4's 38 MFLOPs one
+    assert len(cells) == 2 * (7 + 4 + 8 + 2)
+
+
+def fake_cells(tmp_path, errors: dict[str, list[float]]) -> None:
+    for key, values in errors.items():
+        for seed, error in enumerate(values):
+            cell = Cell(key, key.split("-")[0], None, seed, 3)
+            (tmp_path / f"{cell.name}.json").write_text(json.dumps({"top1_err": error, "mflops_224": 1.0}))
+
+
+def test_verdicts_agree_disagree_and_decide_from_the_cell_files(tmp_path):
+    rows = [r for r in table_rows("table2", extended=True) if r.group == "0.25x"]
+    fake_cells(tmp_path, {"shufflenet_v1_x0_25_g1": [40.0, 40.4], "shufflenet_v1_x0_25_g2": [39.0, 39.2],
+                          "shufflenet_v1_x0_25_g3": [40.3, 39.9], "shufflenet_v1_x0_25_g8": [42.0, 42.5]})
+    from shufflenet.experiments.report import load_cells
+
+    found = {v["better"].model: v for v in verdicts(rows, load_cells(tmp_path), 3, 2)}
+    g2, g3, g8 = (found[f"shufflenet_v1_x0_25_g{g}"] for g in (2, 3, 8))
+    # better by 40.2 - 39.1 = 1.1 against a spread of 0.4, but the paper's difference (57.1 - 56.8 = 0.3) is smaller
+    # than our spread: the cell cannot tell the paper's effect
+    assert g2["agrees"] and g2["ours"] == pytest.approx(1.1) and not g2["decides"]
+    assert g3["ours"] == pytest.approx(0.1) and not g3["decides"]  # within the seeds' spread
+    assert not g8["agrees"] and g8["decides"]  # worse by 2.05 against a spread of 0.5 (paper: better by 4.4)
+    assert found["shufflenet_v1_x0_25_g4"]["ours"] is None  # not run
+
+
+def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    write_fake_cifar(tmp_path / "cifar")
+    grid = ["--data-dir", str(tmp_path / "cifar"), "--no-md5-check", "--epochs", "1", "--seeds", "1",
+            "--output", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
+            "--threads", "1", "--max-steps-per-epoch", "1"]
+    assert main(["reproduce", "table5", *grid, "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("pending") == 3 and "minutes of training left" in listed
+    import shufflenet.experiments.grid as grid_module
+
+    real, calls = grid_module.train, []
+
+    def train_then_fail(config, **kwargs):
+        calls.append(config.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(grid_module, "train", train_then_fail)
+    assert main(["reproduce", "table5", *grid]) == 3  # stopped: "continue with the same command"
+    monkeypatch.setattr(grid_module, "train", real)
+    done = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
+    assert len(done) == 1
+    first = (tmp_path / "results" / done[0]).stat().st_mtime_ns
+    assert main(["reproduce", "table5", *grid]) == 0
+    assert (tmp_path / "results" / done[0]).stat().st_mtime_ns == first  # finished cell skipped
+    cells = [json.loads(p.read_text()) for p in sorted((tmp_path / "results").glob("*.json"))]
+    assert len(cells) == 3
+    assert all({"command", "machine", "config", "mflops_224", "mflops_trained", "params", "top1_err", "top5_err",
+                "train_seconds"} <= set(c) for c in cells)
+    mobilenet = next(c for c in cells if c["cell"]["model"] == "mobilenet_v1_x0_25")
+    assert mobilenet["config"]["small_input"] and mobilenet["mflops_224"] == pytest.approx(41.03, abs=0.01)
+    page = (tmp_path / "docs" / "reproduction.md").read_text()
+    assert "Table 5" in page and "0.25 MobileNet-224" in page and (tmp_path / "docs" / "reproduction" /
+                                                                   "table5.png").is_file()
+    assert main(["reproduce", "table5", *grid, "--report-only"]) == 0  # regenerated from the files alone
+
+
+def test_grid_without_data_says_where_to_get_cifar(tmp_path, capsys):
+    assert main(["reproduce", "table2", "--output", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")]) == 2
+    assert "cifar-10-python.tar.gz" in capsys.readouterr().err
+
+
+def test_table1_writes_its_record_and_page(tmp_path, capsys):
+    assert main(["reproduce", "table1", "--output", str(tmp_path / "results" / "reproduce"), "--docs",
+                 str(tmp_path / "docs")]) == 0
+    record = json.loads((tmp_path / "results" / "table1.json").read_text())
+    rows = {(r[0], r[1]): r for r in record["rows"]}
+    assert rows[("ShuffleNet Table 1", "1x, g = 3")][4] == 137.46
+    assert "our Stage-4 width 192" in rows[("ShuffleNet Table 4", "ResNet, 38 MFLOPs")][-1]
+    assert "ShuffleNet Table 4" in (tmp_path / "docs" / "table1.md").read_text()
+
+
+def test_grid_cells_take_the_shared_config_check(tmp_path):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        Grid("cifar10", "x", tmp_path, tmp_path).config(Cell("m", "shufflenet_v1_x0_5_g3", None, 0, 0))
