@@ -181,8 +181,8 @@ def test_time_budget_inside_the_warm_up_still_ends_at_zero(tmp_path):
     trainer = Trainer(TrainConfig(model="shufflenet_v1_x0_25_g8", epochs=100, batch_size=64, threads=1,
                                   time_budget=1.0, output=str(tmp_path), name="b"))
     try:
-        assert trainer.warmup_steps == 22  # one epoch of 1,347 images at batch 64
-        assert trainer.lr_at(3, 30.0) == pytest.approx(trainer.peak_lr * 4 / 22 * 0.5)  # half the budget, cosine
+        assert trainer.warmup_steps == 21  # one epoch of 1,347 images in whole batches of 64
+        assert trainer.lr_at(3, 30.0) == pytest.approx(trainer.peak_lr * 4 / 21 * 0.5)  # half the budget, cosine
         assert trainer.lr_at(3, 60.0) == 0.0  # the budget is spent inside the warm-up: 0 all the same
     finally:
         trainer.close()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .common import bounded
-from .train import add_config_options, config_file_values, run_record
+from .train import add_config_options, add_run_options, config_file_values, run_record
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -82,11 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = tasks.add_parser("train", help="train a detector (same trainer: resume, time budget, metrics)",
                              argument_default=argparse.SUPPRESS)
     add_config_options(train, DetectConfig)
-    train.add_argument("--config", default=None, help="YAML or TOML file of options (the command line wins)")
-    train.add_argument("--resume", default=None, help="a training state, or 'auto' for the run folder's")
-    train.add_argument("--overwrite", action="store_true", default=False, help="replace the run folder's run")
-    train.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
-    train.add_argument("--record", default=None, help="also write a result file here")
+    add_run_options(train)
     train.set_defaults(func=cmd_train)
 
     evaluate = tasks.add_parser("eval", help="mAP (pycocotools) of a detector weight file")

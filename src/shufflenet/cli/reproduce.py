@@ -27,7 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="cifar10", choices=("cifar10", "cifar100"), help="data set (default cifar10)")
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
     add_md5_argument(parser)
-    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs of every cell (default 3)")
+    parser.add_argument("--epochs", type=positive_int, default=2,
+                        help="epochs of every cell (default 2: the default grid then takes about 3 hours here)")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per model (default 2)")
     parser.add_argument("--extended", action="store_true", help="also the 140 MFLOPs rung (1x, Table 4 at 140, "
                                                                  "MobileNet 0.5 against ShuffleNet 1x)")

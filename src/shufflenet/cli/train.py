@@ -108,13 +108,18 @@ def register(commands: argparse._SubParsersAction) -> None:
                                 description="Train a model. Options left unset come from --config, then from the "
                                             "recipe (small for 32x32 data, imagenet otherwise).")
     add_config_options(train)
-    train.add_argument("--config", default=None, help="YAML or TOML file of options (the command line wins)")
-    train.add_argument("--resume", default=None,
-                       help="a training state (checkpoint.pt), or 'auto' for the run folder's; a resume may change "
-                            "only " + ", ".join("--" + key.replace("_", "-") for key in RESUMABLE))
-    train.add_argument("--overwrite", action="store_true", default=False,
-                       help="replace the run folder's earlier run (otherwise refused)")
-    train.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
-    train.add_argument("--record", default=None, help="also write a result file (command, machine, CPU flags, date, "
-                                                      "configuration, every epoch's metrics) here")
+    add_run_options(train)
     train.set_defaults(func=cmd_train)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a run that are not training settings: config file, resume, overwrite, output."""
+    parser.add_argument("--config", default=None, help="YAML or TOML file of options (the command line wins)")
+    parser.add_argument("--resume", default=None,
+                        help="a training state (checkpoint.pt), or 'auto' for the run folder's; a resume may change "
+                             "only " + ", ".join("--" + key.replace("_", "-") for key in RESUMABLE))
+    parser.add_argument("--overwrite", action="store_true", default=False,
+                        help="replace the run folder's earlier run (otherwise refused)")
+    parser.add_argument("--json", action="store_true", default=False, help="print the final result as JSON")
+    parser.add_argument("--record", default=None, help="also write a result file (command, machine, CPU flags, "
+                                                       "date, configuration, every epoch's metrics) here")

@@ -2,10 +2,10 @@
 batches an uninterrupted one would, and split over the processes of a distributed run.
 
 ``TensorBatches``: a data set held in memory as one uint8 tensor (digits, CIFAR) is augmented in whole batches
-on tensors, with no per-image Python in the loop: random crop by zero padding and translation, and
-horizontal flips (alternating across epochs: an image flipped in one epoch is not in the next; Jordan's
-airbench uses the same trick), then normalisation. ``FileBatches``: image files, augmented per image by
-``DataLoader`` workers.
+on tensors (full batches only: an epoch leaves out its last, incomplete one), with no per-image Python in the
+loop: random crop by zero padding and translation, and horizontal flips (alternating across epochs: an image
+flipped in one epoch is not in the next; Jordan's airbench uses the same trick), then normalisation.
+``FileBatches``: image files, augmented per image by ``DataLoader`` workers.
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class TensorBatches:
         self.batch_size, self.seed, self.padding, self.flip = batch_size, seed, padding, flip
         self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        steps = math.ceil(math.ceil(len(self.labels) / world_size) / batch_size)
+        # Whole batches only: a last, smaller batch would make torch.compile recompile the step for dynamic
+        # shapes, which runs slower; each epoch's order differs, so every image is still seen.
+        steps = max(1, math.ceil(len(self.labels) / world_size) // batch_size)
         self.steps_per_epoch = min(steps, max_steps) if max_steps else steps
         # Each image's flip in even epochs; odd epochs flip the others (alternating flips).
         self.flip_parity = torch.randint(0, 2, (len(self.labels),), generator=torch.Generator().manual_seed(seed),

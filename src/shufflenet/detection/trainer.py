@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.loaders import epoch_order, shard
 from ..data.preprocessing import IMAGENET
 from ..data.sources import DataSpec
 from ..engine.config import TrainConfig, option
@@ -52,17 +53,18 @@ class DetectConfig(TrainConfig):
 
 
 class DetectionBatches:
-    """Batches of (images, targets) for one epoch, in an order that depends only on (seed, epoch)."""
+    """Batches of (images, targets) for one epoch, in an order that depends only on (seed, epoch), this process's
+    share of it under torchrun."""
 
-    def __init__(self, dataset: DetectionSet, batch_size: int, *, seed: int, workers: int,
-                 device: torch.device, max_steps: int | None) -> None:
+    def __init__(self, dataset: DetectionSet, batch_size: int, *, seed: int, workers: int, device: torch.device,
+                 max_steps: int | None, rank: int = 0, world_size: int = 1) -> None:
         self.dataset, self.batch_size, self.seed, self.workers, self.device = dataset, batch_size, seed, workers, device
-        steps = math.ceil(len(dataset) / batch_size)
+        self.rank, self.world_size = rank, world_size
+        steps = math.ceil(math.ceil(len(dataset) / world_size) / batch_size)
         self.steps_per_epoch = min(steps, max_steps) if max_steps else steps
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[list, list, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        order = shard(epoch_order(len(self.dataset), epoch, self.seed), self.rank, self.world_size).tolist()
         order = order[skip * self.batch_size: self.steps_per_epoch * self.batch_size]
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.workers,
                             collate_fn=collate)
@@ -96,7 +98,8 @@ class DetectionTrainer(Trainer):
         self.eval_workers = config.workers or 0
         self.train_batches = DetectionBatches(self.train_set, self.per_rank_batch, seed=config.seed,
                                               workers=self.eval_workers, device=self.device,
-                                              max_steps=config.max_steps_per_epoch)
+                                              max_steps=config.max_steps_per_epoch, rank=self.ddp.rank,
+                                              world_size=self.ddp.world_size)
         self.eval_set = DetectionSet(config.data_dir, config.annotations, config.test_split or config.train_split,
                                      self.train_set.classes)
         self.total_steps = self.train_batches.steps_per_epoch * config.epochs

@@ -111,6 +111,9 @@ def table8(record_path: Path, docs: Path, report_only: bool, command: str | None
            data_dir: str | None, check_md5: bool) -> str:
     from ..bench.table8 import measure_table8, render_table8
 
+    if int8_weights and not data_dir:
+        raise ValueError("--int8-weights needs --data-dir: the labelled set whose train split calibrates and whose "
+                         "test split scores the int8 model")
     if not report_only:
         write_result(record_path, measure_table8(int8_weights=int8_weights, int8_data=data_dir, check_md5=check_md5),
                      command)

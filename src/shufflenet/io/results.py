@@ -3,6 +3,7 @@ command that produced it, the machine (CPU and its flags), the date and the figu
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ from .atomic import write_atomically
 def result_record(figures: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """``figures`` with the command that produced them (default: this process's command line) and
     :func:`machine.environment`."""
-    return {"command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": environment(),
-            **figures}
+    if command is None:
+        script = sys.argv[0]
+        program = ["python", os.path.relpath(script)] if script.endswith(".py") else [Path(script).name]
+        command = shlex.join([*program, *sys.argv[1:]])
+    return {"command": command, "machine": environment(), **figures}
 
 
 def write_result(path: str | Path, figures: dict[str, Any], command: str | None = None) -> dict[str, Any]:
