@@ -1,10 +1,11 @@
 """The paper's Table 7 at a scale that runs here: Faster R-CNN on the raccoon photographs with ShuffleNet and
 MobileNet backbones of matched complexity, at the paper's two input sizes, and docs/detection.md from the results.
 
-Every run is ``shufflenet detect train`` with one recipe and one time budget; a finished run (its result file
-exists) is skipped and an unfinished one resumes, so the table can be built over several sittings. Backbones
-start from CIFAR-10 weights trained by our own trainer for the same number of epochs (``--pretrain-epochs``,
-trained here first when missing), and one run per size starts from random weights as the control.
+Every run is ``shufflenet detect train`` with one recipe and one time budget (``--minutes``, part of each run's
+name; the page shows the runs of the budget asked for); a finished run (its result file exists) is skipped and an
+unfinished one resumes, so the table can be built over several sittings. Backbones start from CIFAR-10 weights
+trained by our own trainer for the same number of epochs (``--pretrain-epochs``; the reproduce grid's seed-0 cell
+when there is one, else trained here first), and one run per size starts from random weights as the control.
 
     python benchmarks/detection_table.py --cifar ../shared/data/cifar10 --raccoon ../shared/data/raccoon
         [--minutes 12] [--pretrain-epochs 4] [--sizes 300 600] [--report-only]
@@ -31,7 +32,11 @@ HEADERS = ("backbone", "MFLOPs @224", "shorter side", "backbone start", "epochs 
 
 
 def pretrained(backbone: str, cifar: str, epochs: int) -> Path:
-    """CIFAR-10 weights of ``backbone`` after ``epochs`` epochs of our trainer (trained now when missing)."""
+    """CIFAR-10 weights of ``backbone`` after ``epochs`` epochs of our trainer: the reproduce grid's seed-0 cell
+    when it has one (the same command), else trained now."""
+    cell = f"{backbone}-e{epochs}-s0"
+    if (ROOT / "results" / "reproduce" / f"{cell}.json").is_file():
+        return ROOT / "runs" / "reproduce" / cell / "last.safetensors"
     name = f"detection-backbone-{backbone}-e{epochs}"
     weights = ROOT / "runs" / name / "last.safetensors"
     if not (ROOT / "results" / "detection" / "backbones" / f"{name}.json").is_file():
@@ -46,7 +51,7 @@ def pretrained(backbone: str, cifar: str, epochs: int) -> Path:
 
 
 def run(backbone: str, size: int, weights: Path | None, raccoon: Path, minutes: float) -> Path:
-    name = f"{backbone}-{size}-{'cifar' if weights else 'random'}"
+    name = f"{backbone}-{size}-{'cifar' if weights else 'random'}-{minutes:g}min"
     record = ROOT / "results" / "detection" / f"{name}.json"
     if record.is_file():
         return record
@@ -110,7 +115,7 @@ def render(records: list[dict], docs: Path, minutes: float, pretrain_epochs: int
         latency = r.get("latency_ms")
         rows.append((r["backbone"], round(cost.mflops, 1), r["min_size"],
                      "CIFAR-10" if r["config"]["backbone_weights"] else "random", r["final"]["epoch"],
-                     round(r["map"], 1), round(r["map50"], 1), None if latency is None else round(latency)))
+                     round(r["map"], 2), round(r["map50"], 2), None if latency is None else round(latency)))
     paper = [(name, f"{m300}%", f"{m600}%") for name, (m300, m600) in TABLE7_MAP.items()]
     best = max(records, key=lambda r: r["map"]) if records else None
     pictures = predicted_images(best, raccoon, docs) if best and (raccoon / "images").is_dir() else []
@@ -161,12 +166,14 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     raccoon = Path(args.raccoon)
+    (ROOT / "results" / "detection" / "backbones").mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for size in args.sizes:
             for backbone in BACKBONES:
                 run(backbone, size, pretrained(backbone, args.cifar, args.pretrain_epochs), raccoon, args.minutes)
             run(CONTROL, size, None, raccoon, args.minutes)
-    records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "detection").glob("*.json"))]
+    records = [record for p in sorted((ROOT / "results" / "detection").glob("*.json"))
+               if (record := json.loads(p.read_text()))["config"]["time_budget"] == args.minutes]
     render(records, ROOT / "docs", args.minutes, args.pretrain_epochs, raccoon)
 
 

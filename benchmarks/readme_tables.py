@@ -109,9 +109,10 @@ def reproduce_row() -> tuple[str, str, str, str] | None:
     if not cells:
         return None
     epochs = sorted({c["cell"]["epochs"] for c in cells})
+    seeds = sorted({c["cell"]["seed"] for c in cells})
     return ("the paper's Tables 2-5 on CIFAR-10", "`shufflenet reproduce all --data-dir ... --no-md5-check`",
-            f"{len(cells)} cells ({', '.join(map(str, epochs))} epochs each): tables, verdicts and plots in "
-            f"[docs/reproduction.md](docs/reproduction.md)", machine(cells[-1]))
+            f"{len(cells)} cells ({', '.join(map(str, epochs))} epochs each, seed {', '.join(map(str, seeds))}): "
+            f"tables, verdicts and plots in [docs/reproduction.md](docs/reproduction.md)", machine(cells[-1]))
 
 
 def detection_row() -> tuple[str, str, str, str] | None:
@@ -120,8 +121,10 @@ def detection_row() -> tuple[str, str, str, str] | None:
     if not runs:
         return None
     best = max(runs, key=lambda r: r["map"])
-    return ("detection (Faster R-CNN) on the raccoon photographs", "`shufflenet detect train ...`",
-            f"{len(runs)} runs; best mAP@[.5:.95] {best['map']:.1f}% ({best['backbone']}, shorter side "
+    budgets = " ".join(sorted({f"{r['config']['time_budget']:g}" for r in runs}))
+    return ("detection (Faster R-CNN) on the raccoon photographs",
+            f"`python benchmarks/detection_table.py --minutes {budgets}`",
+            f"{len(runs)} runs; best mAP@[.5:.95] {best['map']:.2f}% ({best['backbone']}, shorter side "
             f"{best['min_size']}): [docs/detection.md](docs/detection.md)", machine(runs[-1]))
 
 

@@ -57,6 +57,17 @@ def test_verdicts_agree_disagree_and_decide_from_the_cell_files(tmp_path):
     assert found["shufflenet_v1_x0_25_g4"]["ours"] is None  # not run
 
 
+def test_one_seed_has_no_spread_and_decides_nothing(tmp_path):
+    rows = [r for r in table_rows("table2", extended=True) if r.group == "0.25x"]
+    # a difference of 10 points, far above the paper's 4.4, still decides nothing without a second seed
+    fake_cells(tmp_path, {"shufflenet_v1_x0_25_g1": [50.0], "shufflenet_v1_x0_25_g8": [40.0]})
+    from shufflenet.experiments.report import load_cells
+
+    g8 = next(v for v in verdicts(rows, load_cells(tmp_path), 3, 1) if v["better"].model.endswith("_g8"))
+    assert g8["agrees"] and g8["ours"] == pytest.approx(10.0)
+    assert g8["spread"] is None and not g8["decides"]
+
+
 def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys):
     write_fake_cifar(tmp_path / "cifar")
     grid = ["--data-dir", str(tmp_path / "cifar"), "--no-md5-check", "--epochs", "1", "--seeds", "1",

@@ -44,8 +44,9 @@ def summary(errors: list[float]) -> str:
     return values
 
 
-def spread(errors: list[float]) -> float:
-    return max(errors) - min(errors) if len(errors) > 1 else 0.0
+def spread(errors: list[float]) -> float | None:
+    """Range of the seeds' errors; unknown (None) with a single seed."""
+    return max(errors) - min(errors) if len(errors) > 1 else None
 
 
 def pairs(rows: list[Row]) -> list[tuple[Row, Row]]:
@@ -74,10 +75,11 @@ def verdicts(rows: list[Row], cells: dict[str, dict[str, Any]], epochs: int, see
             out.append({"better": better, "baseline": baseline, "paper": paper, "ours": None})
             continue
         ours = statistics.mean(ours_base) - statistics.mean(ours_b)
-        noise = max(spread(ours_b), spread(ours_base))
-        decides = noise < abs(ours) and (paper is None or noise < abs(paper))
+        spreads = [spread(ours_b), spread(ours_base)]
+        noise = None if None in spreads else max(spreads)
+        decides = noise is not None and noise < abs(ours) and (paper is None or noise < abs(paper))
         out.append({"better": better, "baseline": baseline, "paper": paper, "ours": ours, "spread": noise,
-                     "agrees": ours > 0, "decides": decides and min(len(ours_b), len(ours_base)) > 1})
+                     "agrees": ours > 0, "decides": decides})
     return out
 
 
@@ -95,13 +97,13 @@ def table_markdown(rows: list[Row], cells: dict[str, dict[str, Any]], epochs: in
                           "our top-1 err, CIFAR-10 (per seed)", "our mean"), lines)
     verdict_rows = []
     for v in verdicts(rows, cells, epochs, seeds):
+        paper = None if v["paper"] is None else round(v["paper"], 1)
         if v["ours"] is None:
-            verdict_rows.append((v["better"].label, v["baseline"].label, v["paper"], None, None, "not run", ""))
+            verdict_rows.append((v["better"].label, v["baseline"].label, paper, None, None, "not run", ""))
             continue
-        verdict_rows.append((v["better"].label, v["baseline"].label,
-                             None if v["paper"] is None else round(v["paper"], 1), round(v["ours"], 2),
-                             round(v["spread"], 2), "agrees" if v["agrees"] else "disagrees",
-                             "yes" if v["decides"] else "no"))
+        verdict_rows.append((v["better"].label, v["baseline"].label, paper, round(v["ours"], 2),
+                             "one seed" if v["spread"] is None else round(v["spread"], 2),
+                             "agrees" if v["agrees"] else "disagrees", "yes" if v["decides"] else "no"))
     verdict = format_table(("favoured by the paper", "against", "paper: error lower by", "ours: lower by",
                             "our seed spread", "our sign", "decides"), verdict_rows)
     return table + "\n\n" + verdict
