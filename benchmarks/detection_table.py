@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shufflenet.cli import main as shufflenet
 from shufflenet.experiments.complexity import profile_by_name
+from shufflenet.experiments.grid import Cell
 from shufflenet.io.atomic import atomic_output
 from shufflenet.paper.published import TABLE7_MAP
 from shufflenet.tables import format_table
@@ -34,7 +35,7 @@ HEADERS = ("backbone", "MFLOPs @224", "shorter side", "backbone start", "epochs 
 def pretrained(backbone: str, cifar: str, epochs: int) -> Path:
     """CIFAR-10 weights of ``backbone`` after ``epochs`` epochs of our trainer: the reproduce grid's seed-0 cell
     when it has one (the same command), else trained now."""
-    cell = f"{backbone}-e{epochs}-s0"
+    cell = Cell(backbone, backbone, None, 0, epochs).name
     if (ROOT / "results" / "reproduce" / f"{cell}.json").is_file():
         return ROOT / "runs" / "reproduce" / cell / "last.safetensors"
     name = f"detection-backbone-{backbone}-e{epochs}"

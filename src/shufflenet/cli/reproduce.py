@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", help="folder holding cifar-10-batches-py")
     add_md5_argument(parser)
     parser.add_argument("--epochs", type=positive_int, default=2,
-                        help="epochs of every cell (default 2: the default grid then takes about 3 hours here)")
+                        help="epochs of every cell (default 2: the default grid then takes about 160 minutes here)")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per model (default 2)")
     parser.add_argument("--extended", action="store_true", help="also the 140 MFLOPs rung (1x, Table 4 at 140, "
                                                                  "MobileNet 0.5 against ShuffleNet 1x)")
