@@ -42,6 +42,7 @@ def pretrained(backbone: str, cifar: str, epochs: int) -> Path:
     weights = ROOT / "runs" / name / "last.safetensors"
     if not (ROOT / "results" / "detection" / "backbones" / f"{name}.json").is_file():
         state = ROOT / "runs" / name / "checkpoint.pt"
+        (ROOT / "results" / "detection" / "backbones").mkdir(parents=True, exist_ok=True)
         code = shufflenet(["train", backbone, "--data", "cifar10", "--data-dir", cifar, "--no-md5-check", "--epochs",
                            str(epochs), "--output", str(ROOT / "runs"), "--name", name, "--record",
                            str(ROOT / "results" / "detection" / "backbones" / f"{name}.json")]
@@ -167,7 +168,6 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     raccoon = Path(args.raccoon)
-    (ROOT / "results" / "detection" / "backbones").mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for size in args.sizes:
             for backbone in BACKBONES:

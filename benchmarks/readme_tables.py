@@ -130,6 +130,7 @@ def detection_row() -> tuple[str, str, str, str] | None:
 
 def measured_table() -> str:
     rows = [main_job(), training_row("cifar10_60min.json", "CIFAR-10, 60 minutes"),
+            training_row("cifar10_60min_alone.json", "CIFAR-10, 60 minutes, alone, whole batches"),
             training_row("cifar10_30min.json", "CIFAR-10, 30 minutes"), train_step(), *table8(),
             simple("channel_shuffle.json", "channel shuffle, native vs reshape-transpose",
                    lambda r: f"native / reshape time: {min(r['ratios']):.2f}-{max(r['ratios']):.2f} over every case"),

@@ -1,9 +1,10 @@
 """The paper's training experiments as data: each table is a list of rows, each row a model (with arguments)
 beside the paper's ImageNet error; a cell is a row's model trained with one seed.
 
-The default scale runs where the paper's effects are largest and fits 3 hours of this 2-core CPU: Table 2 at
-0.5x (g = 1, 3, 4, 8) and 0.25x (g = 1, 3, 8), Table 3 at 0.5x and 0.25x, Table 4 at 38 and 13 MFLOPs, Table 5
-at the 41/38/40 rung. ``--extended`` adds g = 2 and 4 everywhere, 1x (140 MFLOPs) and the 149/140 rung.
+The default scale runs where the paper's effects are largest and is sized for 3 hours of a 2-core CPU (the
+measured time is in docs/reproduction.md): Table 2 at 0.5x (g = 1, 3, 4, 8) and 0.25x (g = 1, 3, 8), Table 3 at
+0.5x and 0.25x, Table 4 at 38 and 13 MFLOPs, Table 5 at the 41/38/40 rung. ``--extended`` adds g = 2 and 4
+everywhere, 1x (140 MFLOPs) and the 149/140 rung.
 """
 from __future__ import annotations
 
