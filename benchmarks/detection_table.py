@@ -5,10 +5,11 @@ Every run is ``shufflenet detect train`` with one recipe and one time budget (``
 name; the page shows the runs of the budget asked for); a finished run (its result file exists) is skipped and an
 unfinished one resumes, so the table can be built over several sittings. Backbones start from CIFAR-10 weights
 trained by our own trainer for the same number of epochs (``--pretrain-epochs``; the reproduce grid's seed-0 cell
-when there is one, else trained here first), and one run per size starts from random weights as the control.
+when there is one, else a cell of the backbones' own grid, trained first through the reproduce grid's runner), and
+one run per size starts from random weights as the control.
 
     python benchmarks/detection_table.py --cifar ../shared/data/cifar10 --raccoon ../shared/data/raccoon
-        [--minutes 12] [--pretrain-epochs 4] [--sizes 300 600] [--report-only]
+        [--minutes 12] [--pretrain-epochs 4] [--sizes 300 600] [--workers N] [--report-only]
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import json
 from pathlib import Path
 
 from shufflenet.cli import main as shufflenet
-from shufflenet.experiments.complexity import profile_by_name
-from shufflenet.experiments.grid import Cell
+from shufflenet.experiments.cluster import run_grid
+from shufflenet.experiments.grid import Cell, Grid
+from shufflenet.experiments.table1 import profile_by_name
 from shufflenet.io.atomic import atomic_output
 from shufflenet.paper.published import TABLE7_MAP
-from shufflenet.tables import format_table
+from shufflenet.text_table import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 # Backbones of matched complexity (MFLOPs at 224): the paper's cheapest ShuffleNet against MobileNet V1 0.25
@@ -32,29 +34,31 @@ HEADERS = ("backbone", "MFLOPs @224", "shorter side", "backbone start", "epochs 
            "mAP@.5 %", "detector ms/image")
 
 
-def pretrained(backbone: str, cifar: str, epochs: int) -> Path:
-    """CIFAR-10 weights of ``backbone`` after ``epochs`` epochs of our trainer: the reproduce grid's seed-0 cell
-    when it has one (the same command), else trained now."""
-    cell = Cell(backbone, backbone, None, 0, epochs).name
-    if (ROOT / "results" / "reproduce" / f"{cell}.json").is_file():
-        return ROOT / "runs" / "reproduce" / cell / "last.safetensors"
-    name = f"detection-backbone-{backbone}-e{epochs}"
-    weights = ROOT / "runs" / name / "last.safetensors"
-    if not (ROOT / "results" / "detection" / "backbones" / f"{name}.json").is_file():
-        state = ROOT / "runs" / name / "checkpoint.pt"
-        (ROOT / "results" / "detection" / "backbones").mkdir(parents=True, exist_ok=True)
-        code = shufflenet(["train", backbone, "--data", "cifar10", "--data-dir", cifar, "--no-md5-check", "--epochs",
-                           str(epochs), "--output", str(ROOT / "runs"), "--name", name, "--record",
-                           str(ROOT / "results" / "detection" / "backbones" / f"{name}.json")]
-                          + (["--resume", "auto"] if state.is_file() else ["--overwrite"]))
-        if code:
-            raise SystemExit(code)
-    return weights
+def pretrained(cifar: str, epochs: int, backbones: list[str], workers: int | None = None) -> dict[str, Path]:
+    """CIFAR-10 weights of every backbone after ``epochs`` epochs of our trainer: the reproduce grid's seed-0 cell
+    where it has one (the same training), else a cell of the backbones' own grid (results/detection/backbones,
+    runs/detection-backbones), trained now through the reproduce grid's runner (skip, resume, Ray)."""
+    cells = {backbone: Cell(backbone, backbone, None, 0, epochs) for backbone in backbones}
+    reproduce = Grid("cifar10", cifar, ROOT / "results" / "reproduce", ROOT / "runs" / "reproduce", check_md5=False)
+    own = Grid("cifar10", cifar, ROOT / "results" / "detection" / "backbones", ROOT / "runs" / "detection-backbones",
+               check_md5=False)
+    grids = {backbone: reproduce if reproduce.result_path(cell).is_file() else own for backbone, cell in cells.items()}
+    todo = [cells[backbone] for backbone, grid in grids.items() if grid is own]
+    run_grid(own, todo, workers=workers)
+    failed = own.failures(todo)
+    if failed:
+        raise SystemExit(f"backbone pre-training failed: {failed}")
+    return {backbone: grid.runs / cells[backbone].name / "last.safetensors" for backbone, grid in grids.items()}
+
+
+def record_path(backbone: str, size: int, pretrained: bool, minutes: float) -> Path:
+    start = "cifar" if pretrained else "random"
+    return ROOT / "results" / "detection" / f"{backbone}-{size}-{start}-{minutes:g}min.json"
 
 
 def run(backbone: str, size: int, weights: Path | None, raccoon: Path, minutes: float) -> Path:
-    name = f"{backbone}-{size}-{'cifar' if weights else 'random'}-{minutes:g}min"
-    record = ROOT / "results" / "detection" / f"{name}.json"
+    record = record_path(backbone, size, weights is not None, minutes)
+    name = record.stem
     if record.is_file():
         return record
     state = ROOT / "runs" / "detection" / name / "checkpoint.pt"
@@ -110,7 +114,8 @@ def predicted_images(best: dict, raccoon: Path, docs: Path) -> list[Path]:
     return [docs / "detection" / f"{path.stem}.png" for path in paths]
 
 
-def render(records: list[dict], docs: Path, minutes: float, pretrain_epochs: int, raccoon: Path) -> None:
+def results_table(records: list[dict]) -> str:
+    """The runs' table, one row per result record."""
     rows = []
     for r in sorted(records, key=lambda r: (r["min_size"], r["backbone"], r["config"]["backbone_weights"] is None)):
         cost = profile_by_name(r["backbone"])
@@ -118,6 +123,10 @@ def render(records: list[dict], docs: Path, minutes: float, pretrain_epochs: int
         rows.append((r["backbone"], round(cost.mflops, 1), r["min_size"],
                      "CIFAR-10" if r["config"]["backbone_weights"] else "random", r["final"]["epoch"],
                      round(r["map"], 2), round(r["map50"], 2), None if latency is None else round(latency)))
+    return format_table(HEADERS, rows)
+
+
+def render(records: list[dict], docs: Path, minutes: float, pretrain_epochs: int, raccoon: Path) -> None:
     paper = [(name, f"{m300}%", f"{m600}%") for name, (m300, m600) in TABLE7_MAP.items()]
     best = max(records, key=lambda r: r["map"]) if records else None
     pictures = predicted_images(best, raccoon, docs) if best and (raccoon / "images").is_dir() else []
@@ -125,7 +134,8 @@ def render(records: list[dict], docs: Path, minutes: float, pretrain_epochs: int
     machine = records[0]["machine"] if records else {"cpu": "?", "date": "?"}
     text = f"""# Detection with our backbones (the paper's Table 7, at a scale that runs here; generated)
 
-Generated by `python benchmarks/detection_table.py` from `results/detection/*.json`. Faster R-CNN (torchvision's)
+Generated by `python benchmarks/detection_table.py --minutes {minutes:g} --pretrain-epochs {pretrain_epochs}` from
+`results/detection/*.json`. Faster R-CNN (torchvision's)
 with a feature pyramid on the backbone's stride 8/16/32 maps, trained on the 160 training photographs of the
 raccoon set (one class) and scored on its 40 test photographs by pycocotools (mAP over IoU 0.50:0.95, the
 paper's metric, and mAP at IoU 0.50). One recipe (SGD, lr 0.005 at batch 4, cosine after a 1-epoch warm-up,
@@ -133,7 +143,7 @@ horizontal flips) and one budget: {minutes:g} minutes of training per run; backb
 trainer for {pretrain_epochs} epochs each (first two feature levels frozen, BN statistics frozen), or from random
 weights (nothing frozen) as the control. Machine: {machine['cpu']}, {machine['date']}.
 
-{format_table(HEADERS, rows)}
+{results_table(records)}
 
 The paper (COCO minival, ImageNet-pre-trained backbones, Faster R-CNN in Caffe, mAP@[.5:.95]):
 
@@ -165,13 +175,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12.0, help="training budget of every run")
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 600])
+    parser.add_argument("--workers", type=int, help="backbones pre-trained at once (as `shufflenet reproduce "
+                                                    "--workers`; 0: one at a time, without Ray)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     raccoon = Path(args.raccoon)
     if not args.report_only:
+        needed = [backbone for backbone in BACKBONES
+                  if any(not record_path(backbone, size, True, args.minutes).is_file() for size in args.sizes)]
+        weights = pretrained(args.cifar, args.pretrain_epochs, needed, args.workers)
         for size in args.sizes:
-            for backbone in BACKBONES:
-                run(backbone, size, pretrained(backbone, args.cifar, args.pretrain_epochs), raccoon, args.minutes)
+            for backbone in weights:  # the backbones whose runs are not all done
+                run(backbone, size, weights[backbone], raccoon, args.minutes)
             run(CONTROL, size, None, raccoon, args.minutes)
     records = [record for p in sorted((ROOT / "results" / "detection").glob("*.json"))
                if (record := json.loads(p.read_text()))["config"]["time_budget"] == args.minutes]

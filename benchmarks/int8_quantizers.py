@@ -23,7 +23,7 @@ from shufflenet.deploy.int8 import calibration_images, quantize_onnx, quantize_t
 from shufflenet.engine.evaluate import evaluate
 from shufflenet.factory import load, model_runner
 from shufflenet.io.onnx_file import onnx_runner
-from shufflenet.tables import format_table
+from shufflenet.text_table import format_table
 
 SHARED_CIFAR10 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10"
 
@@ -48,8 +48,7 @@ def main() -> None:
     one_image = calibration[:1]
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path, int8_path = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        export_onnx(model, fp32_path, resolution, name=args.model, preprocessing=preprocessing,
-                    equalize_with=calibration)
+        export_onnx(model, fp32_path, resolution, equalize_with=calibration)
         quantize_onnx(fp32_path, int8_path, calibration)
         runners = {
             "PyTorch fp32 (eager)": model_runner(model),

@@ -1,8 +1,9 @@
 """Training-step speed at 32x32, batch 256: our ShuffleNet against a plain straightforward one, and where the
 time of a step goes on this CPU.
 
-One step = forward, label-smoothed cross-entropy, backward, Nesterov SGD update, on a batch already in memory
-(the data pipeline is timed on its own: ``TensorBatches`` augmentation of a batch). Models: ours
+One step = the trainer's own step function (``engine.step.train_step`` with the classification loss:
+forward, label-smoothed cross-entropy, backward, Nesterov SGD update), on a batch already in memory (the data
+pipeline is timed on its own: ``TensorBatches`` augmentation of a batch). Models: ours
 (``create_model(..., small_input=True)``, channels_last as the trainer runs it, and contiguous) and the plain
 implementation (``shufflenet.bench.plain_shufflenet``, same weights, same function), with 1 and 2 threads,
 timed in alternation; medians of the repeats. Then a ``torch.profiler`` breakdown of our step by kind of
@@ -17,17 +18,19 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from functools import partial
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from shufflenet import create_model
 from shufflenet.bench.plain_shufflenet import PlainShuffleNet
 from shufflenet.data.loaders import TensorBatches
 from shufflenet.data.sources import TensorImages
+from shufflenet.engine.step import train_step
+from shufflenet.engine.task import classification_loss
 from shufflenet.io.results import write_result
-from shufflenet.tables import format_table
+from shufflenet.text_table import format_table
 
 BATCH, SIZE, CLASSES = 256, 32, 10
 
@@ -38,14 +41,11 @@ def make_step(model: torch.nn.Module, channels_last: bool, bf16: bool = False) -
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(BATCH, 3, SIZE, SIZE, generator=generator).contiguous(memory_format=memory_format)
-    labels = torch.randint(0, CLASSES, (BATCH,), generator=generator)
+    batch = (images, torch.randint(0, CLASSES, (BATCH,), generator=generator), 0)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, batch, partial(classification_loss, label_smoothing=0.1), optimizer, 0.01,
+                   amp_dtype=torch.bfloat16 if bf16 else None)
 
     return step
 

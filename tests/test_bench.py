@@ -88,7 +88,8 @@ def test_predict_from_onnx_uses_the_recorded_preprocessing(image_files, tmp_path
 
     model = load("shufflenet_v1_x0_25_g8", num_classes=10).model
     path = tmp_path / "cifar.onnx"
-    export_onnx(model, path, 64, preprocessing=Preprocessing(resize=64, crop=64), class_names=CIFAR10)
+    model.record = model.record.replace(preprocessing=Preprocessing(resize=64, crop=64), class_names=CIFAR10)
+    export_onnx(model, path)  # the record's crop, preprocessing and class names
     loaded = load(path)
     assert loaded.preprocessing.crop == 64 and loaded.class_names == CIFAR10 and loaded.model is None
     top = predict(loaded, image_files[:1])[0]

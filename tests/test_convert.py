@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 import torchvision
-from test_shufflenet_v1 import OFFICIAL_WIDTHS
+from conftest import OFFICIAL_WIDTHS
 
 from shufflenet import create_model, load_weights
 from shufflenet.cli import main
@@ -201,7 +201,7 @@ def test_timm_mobilenets_give_the_same_logits(tmp_path, timm_name, name):
     assert conversion.model_name == name
     model = load_weights(tmp_path / "ours.safetensors").eval()
     if name.startswith("mobilenet_v1"):
-        assert model.arch["kwargs"] == {"activation": "relu6"}
+        assert model.record.kwargs == {"activation": "relu6"}
         assert model.preprocessing.mean == (0.5, 0.5, 0.5)  # mobilenetv1_100.ra4: Inception mean/std
     assert model.preprocessing.interpolation == "bicubic"
     x = torch.randn(2, 3, RESOLUTION, RESOLUTION)
@@ -242,7 +242,7 @@ def test_cli_convert_prints_what_it_mapped(tmp_path, capsys):
     assert "mapped 295 tensors; skipped: epoch" in out
     assert "BGR, pixels 0-255, no mean/std, resize 256" in out
     model = load_weights(dst)
-    assert model.arch == {"name": "shufflenet_v1_x0_5_g3", "kwargs": {}}
+    assert (model.record.architecture, model.record.kwargs) == ("shufflenet_v1_x0_5_g3", {})
     assert model.preprocessing.channel_order == "BGR" and model.preprocessing.max_pixel_value == 255
 
 

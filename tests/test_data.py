@@ -2,9 +2,9 @@ import hashlib
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import write_fake_cifar
 from PIL import Image
 
 from shufflenet.data.cifar import load_cifar
@@ -46,11 +46,30 @@ def test_tensor_batches_augment_by_translation_and_alternating_flips():
     torch.testing.assert_close(out[0], images[0].float())  # offset (1, 1) is the unpadded image
     expected = torch.nn.functional.pad(images[1].float(), [1, 1, 1, 1])[:, 0:4, 2:6].flip(2)
     torch.testing.assert_close(out[1], expected)
-    first, second = (next(loader.epoch(epoch)) for epoch in (0, 1))
-    flips = [loader.flip_parity ^ bool(epoch % 2) for epoch in (0, 1)]
-    assert torch.equal(flips[0], ~flips[1])  # alternating: flipped in one epoch, not in the next
+    first = next(loader.epoch(0))
     again = next(loader.epoch(0))
     torch.testing.assert_close(again[0], first[0])  # an epoch replays exactly (resume)
+
+    # Alternating flips, read off the batches: with no padding each output is its image (label = index) or its
+    # mirror image, and an image flipped in one epoch is not in the next.
+    n = 16
+    images = torch.randint(0, 256, (n, 3, 5, 5), dtype=torch.uint8)
+    plain = TensorBatches(TensorImages(images, torch.arange(n)), (0.0,) * 3, (1 / 255,) * 3, n, seed=0, padding=0,
+                          channels_last=False)
+
+    def flipped(epoch: int) -> dict[int, bool]:
+        out, labels, _ = next(plain.epoch(epoch))
+        seen = {}
+        for image, label in zip(out, labels.tolist()):
+            source = images[label].float()
+            assert torch.equal(image, source) or torch.equal(image, source.flip(2)), label
+            seen[label] = not torch.equal(image, source)
+        return seen
+
+    epochs = [flipped(epoch) for epoch in range(3)]
+    assert len(epochs[0]) == n and 0 < sum(epochs[0].values()) < n  # about half flipped, not all or none
+    assert all(epochs[1][i] != epochs[0][i] for i in range(n))  # alternating
+    assert epochs[2] == epochs[0]
 
 
 def test_shards_are_disjoint_and_cover_the_epoch():
@@ -113,20 +132,6 @@ def test_folders_are_opened_by_their_layout(tmp_path):
     assert names is None and images.labels == [-1]
     relabelled, order = open_folder(tmp_path / "tree" / "val", "test", class_names=["dog", "cat"])
     assert order == ["dog", "cat"] and relabelled.labels[0] == 1  # cat is the model's class 1
-
-
-def write_fake_cifar(root: Path) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
-    for name in names:
-        batch = {"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
-                 "labels": list(rng.integers(0, 10, 10000))}
-        batch["labels"] = [int(v) for v in batch["labels"]]
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
-    return folder
 
 
 def test_cifar_reader_checks_md5_and_loads_a_faithful_copy_explicitly(tmp_path):

@@ -119,9 +119,23 @@ def test_detector_on_our_backbone_trains_saves_and_reloads(tmp_path):
     detector = build_detector("shufflenet_v1_x0_25_g3", 1, min_size=64, max_size=96, frozen_stages=0)
     assert all(not p.requires_grad for p in detector.backbone.body.features.stem.parameters())
     images, targets = zip(*(data[i] for i in range(2)))
-    losses = detector.train()(list(images), list(targets))
-    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
-    sum(losses.values()).backward()
+    trainable = {n: p.detach().clone() for n, p in detector.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in detector.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.SGD([p for p in detector.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    totals = []
+    detector.train()
+    for _ in range(6):  # real steps on a fixed pair of images: the detector fits them
+        losses = detector(list(images), list(targets))
+        assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        totals.append(sum(losses.values()).item())
+    assert totals[-1] < 0.8 * totals[0], totals
+    params = dict(detector.named_parameters())
+    assert all(torch.equal(params[n], p) for n, p in frozen.items())  # the frozen stem stays as it was
+    moved = [n for n, p in trainable.items() if not torch.equal(params[n], p)]
+    assert any(n.startswith("backbone.body.") for n in moved) and any(n.startswith("roi_heads.") for n in moved)
     from shufflenet import save_weights
 
     save_weights(detector, tmp_path / "d.safetensors", class_names=["box"])
@@ -130,7 +144,7 @@ def test_detector_on_our_backbone_trains_saves_and_reloads(tmp_path):
     with torch.no_grad():
         a, b = detector([images[0]])[0], again([images[0]])[0]
     torch.testing.assert_close(a["boxes"], b["boxes"])
-    assert again.class_names == ["box"] and again.arch["kwargs"]["min_size"] == 64
+    assert again.class_names == ["box"] and again.record.kwargs["min_size"] == 64
 
 
 def test_single_feature_setting_uses_one_map(tmp_path):
@@ -178,11 +192,19 @@ def test_cli_train_eval_predict_export_on_toy_data(tmp_path, capsys):
 def test_bad_annotations_end_a_run_in_one_line_without_losing_it(tmp_path, capsys):
     root = write_toy_set(tmp_path / "data")
     (root / "annotations" / "label-3.xml").write_text(voc_xml("img3.jpg", 96, 80, [("box", (90, 1, 99, 9))]))
+    earlier = tmp_path / "runs" / "earlier"  # an earlier run under the same name, which --overwrite would replace
+    earlier.mkdir(parents=True)
+    for name, content in (("config.json", b'{"model": "earlier"}'), ("last.safetensors", b"earlier weights"),
+                          ("metrics.jsonl", b'{"epoch": 1}\n')):
+        (earlier / name).write_bytes(content)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
     assert main(["detect", "train", "shufflenet_v1_x0_25_g3", "--data-dir", str(root / "images"), "--annotations",
                  str(root / "annotations"), "--train-split", str(root / "split.csv"),
-                 "--output", str(tmp_path / "runs")]) == 2
+                 "--output", str(tmp_path / "runs"), "--name", "earlier", "--overwrite"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "label-3.xml" in err and "outside" in err
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    assert after == before  # the bad data is found before the earlier run is touched
 
 
 @pytest.mark.skipif(not RACCOON.is_dir(), reason="the raccoon photographs are not at ../shared/data/raccoon")
@@ -201,3 +223,58 @@ def test_the_raccoon_set_loads_with_its_split():
         index = [a.filename for a in data.annotations].index(name)
         assert data[index][0].shape[0] == 3
     assert len(both) == 200
+
+
+def test_a_data_folder_in_either_usual_layout_is_found_alone(tmp_path):
+    from shufflenet.detection.data import find_layout
+
+    flat = write_toy_set(tmp_path / "flat")  # images/ + annotations/ + data/train*.csv, data/test*.csv
+    (flat / "data").mkdir()
+    (flat / "split.csv").rename(flat / "data" / "train_labels.csv")
+    (flat / "data" / "test_labels.csv").write_text("filename\nimg4.jpg\nimg5.jpg\n")
+    layout = find_layout(flat)
+    assert (layout.images, layout.annotations) == (flat / "images", flat / "annotations")
+    assert (layout.train_split, layout.test_split) == (flat / "data" / "train_labels.csv",
+                                                       flat / "data" / "test_labels.csv")
+    assert len(DetectionSet(layout.images, layout.annotations, layout.test_split)) == 2
+    voc = write_toy_set(tmp_path / "voc")  # PASCAL VOC: JPEGImages/, Annotations/, ImageSets/Main/
+    (voc / "images").rename(voc / "JPEGImages")
+    (voc / "annotations").rename(voc / "Annotations")
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("img0\nimg1\nimg2\nimg3\n")
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("img5\n")
+    layout = find_layout(voc)
+    assert layout.images == voc / "JPEGImages" and layout.annotations == voc / "Annotations"
+    assert layout.train_split.name == "trainval.txt" and layout.test_split.name == "test.txt"
+    assert [a.filename for a in DetectionSet(layout.images, layout.annotations, layout.train_split).annotations] \
+        == ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg"]
+    (voc / "ImageSets" / "Main" / "trainval.txt").unlink()
+    with pytest.raises(ValueError, match="no training split list .* give --train-split"):
+        find_layout(voc)
+
+
+def test_the_detector_configuration_holds_only_what_detection_reads(tmp_path):
+    from dataclasses import fields
+
+    from shufflenet.detection.config import DetectConfig
+    from shufflenet.engine.config import TrainConfig
+
+    names = {f.name for f in fields(DetectConfig)}
+    assert not names & {"model_args", "download", "check_md5", "small_input", "drop_rate", "tta", "label_smoothing",
+                        "data"}
+    assert {"epochs", "lr", "batch_size", "seed", "output"} <= names & {f.name for f in fields(TrainConfig)}
+    config = DetectConfig(model="shufflenet_v1_x0_25_g3", data_dir=str(tmp_path / "raccoon"))
+    assert config.run_name() == "shufflenet_v1_x0_25_g3-detect-raccoon"
+    with pytest.raises(ValueError, match="recipe must be one of detection"):
+        DetectConfig(model="m", data_dir="d", recipe="small")
+
+
+def test_a_run_folder_and_its_config_agree_on_the_default_name(tmp_path):
+    root = write_toy_set(tmp_path / "data")
+    (root / "data").mkdir()
+    (root / "split.csv").rename(root / "data" / "train.csv")
+    assert main(["detect", "train", "shufflenet_v1_x0_25_g3", "--data-dir", str(root), "--epochs", "1",
+                 "--batch-size", "3", "--max-steps-per-epoch", "1", "--min-size", "64", "--max-size", "96",
+                 "--threads", "1", "--output", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "shufflenet_v1_x0_25_g3-detect-data"
+    assert json.loads((run / "config.json").read_text())["name"] == run.name

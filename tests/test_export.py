@@ -58,8 +58,8 @@ def test_blocked_layout_rewrite_keeps_outputs(name, kwargs):
 def test_onnx_export_parity_dynamic_batch_and_metadata(tmp_path):
     model = with_random_statistics(create_model("shufflenet_v1_x0_25_g8"))
     path = tmp_path / "model.onnx"
-    preprocessing = Preprocessing("BGR", 255.0, None, None, resize=64, crop=64)
-    diff = export_onnx(model, path, 64, name="shufflenet_v1_x0_25_g8", preprocessing=preprocessing)
+    model.record = model.record.replace(preprocessing=Preprocessing("BGR", 255.0, None, None, resize=64, crop=64))
+    diff = export_onnx(model, path, 64)  # the name and the preprocessing come from the record
     assert diff < 1e-4
     run = onnx_runner(path)
     for batch in (1, 3):  # the batch axis is dynamic
@@ -78,16 +78,29 @@ def test_onnx_export_parity_dynamic_batch_and_metadata(tmp_path):
 
 
 def test_plain_onnx_export_keeps_the_native_shuffle_correct(tmp_path):
-    """torch.channel_shuffle goes through the exporter's own decomposition: numerically the paper's shuffle."""
+    """torch.channel_shuffle goes through the exporter's own decomposition: ONNX Runtime, run here on the file,
+    gives PyTorch's logits, and not those of the same weights without the shuffle."""
+    import onnxruntime
+
     model = with_random_statistics(create_model("shufflenet_v1_x0_5_g3"))
-    assert export_onnx(model, tmp_path / "plain.onnx", 64, rewrite=False) < 1e-4
+    unshuffled = create_model("shufflenet_v1_x0_5_g3", shuffle=False).eval()
+    unshuffled.load_state_dict(model.state_dict())
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected, without_shuffle = model(x).numpy(), unshuffled(x).numpy()
+    export_onnx(model, tmp_path / "plain.onnx", 64, rewrite=False)
+    session = onnxruntime.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale)
+    assert np.abs(without_shuffle - expected).max() > 1e-2 * scale  # the shuffle matters to these logits
 
 
 def test_parity_failure_is_clear_and_writes_nothing(tmp_path, monkeypatch):
     model = create_model("shufflenet_v1_x0_25_g8").eval()
     path = tmp_path / "model.onnx"
-    real = export_module.max_abs_diff_onnx
-    monkeypatch.setattr(export_module, "max_abs_diff_onnx", lambda *args: real(*args) + 1.0)  # a corrupted graph
+    real = export_module.onnx_runner
+    monkeypatch.setattr(export_module, "onnx_runner", lambda *args: lambda x: real(*args)(x) + 1.0)  # a bad graph
     with pytest.raises(ParityError, match="differs from the PyTorch model by up to 1"):
         export_onnx(model, path, 64)
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
@@ -99,6 +112,19 @@ def test_parity_failure_keeps_an_existing_file(tmp_path):
     with pytest.raises(ParityError):
         export_onnx(create_model("shufflenet_v1_x0_25_g8"), path, 64, tolerance=-1.0)
     assert path.read_bytes() == b"previous" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_one_parity_rule_scales_with_the_outputs_and_checks_shapes():
+    from shufflenet.deploy.export import PARITY_TOLERANCE, check_parity
+
+    small, large = torch.zeros(3), torch.full((3,), 1000.0)
+    assert check_parity([small], [small + 0.5 * PARITY_TOLERANCE], "x") == pytest.approx(0.5 * PARITY_TOLERANCE)
+    with pytest.raises(ParityError, match="x differs from the PyTorch model by up to 0.0002 .tolerance 0.0001."):
+        check_parity([small], [small + 2 * PARITY_TOLERANCE], "x")
+    assert check_parity([large], [large + 0.05], "boxes") == pytest.approx(0.05, rel=1e-3)  # within 1e-4 of 1000
+    with pytest.raises(ParityError, match="outputs of shapes"):
+        check_parity([small], [torch.zeros(4)], "x")
+    assert issubclass(ParityError, ValueError)  # the command line's one-line error
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")

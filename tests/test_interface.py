@@ -3,6 +3,7 @@ backbone options (features_only, out_indices, frozen_stages, norm_eval), the sma
 torchvision reference models."""
 import pytest
 import torch
+from torch import nn
 
 from shufflenet import create_model, list_models, profile
 from shufflenet.models import model_spec
@@ -57,7 +58,7 @@ def test_feature_levels_and_out_indices(name):
 @pytest.mark.parametrize("name", OURS)
 def test_frozen_stages_train_nothing_up_to_their_level(name):
     model = create_model(name, num_classes=3, frozen_stages=1).train()
-    frozen_end = model.levels[1].index  # stem (level 0) and the next stage (level 1)
+    frozen_end = model.record.feature_info[1].index  # stem (level 0) and the next stage (level 1)
     frozen = list(model.features[: frozen_end + 1].parameters())
     assert frozen and all(not p.requires_grad for p in frozen)
     assert all(p.requires_grad for p in model.features[frozen_end + 1:].parameters())
@@ -99,8 +100,28 @@ def test_builds_on_meta_and_profiles(name):
 def test_reference_models_build_and_profile(name):
     model = create_model(name, num_classes=7).eval()
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 7)
-    assert model.arch == {"name": name, "kwargs": {}}
+    record = model.record
+    assert (record.architecture, record.kwargs, record.num_classes) == (name, {}, 7)
+    assert isinstance(model.get_submodule(record.first_conv), nn.Conv2d)
+    assert model.get_submodule(record.classifier).out_features == 7
     assert profile(model).mflops > 0
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v1_x0_5_g3", "mobilenet_v1_x0_25", "mobilenet_v2_x0_35",
+                                  "table4_resnet_13m"])
+def test_record_names_the_model_its_arguments_and_its_layout(name):
+    model = create_model(name, num_classes=7, small_input=True)
+    record = model.record
+    assert (record.architecture, record.kwargs, record.num_classes) == (name, {"small_input": True}, 7)
+    assert record.input_size == (3, 224, 224) and record.class_names is None and record.dataset is None
+    assert model.get_submodule(record.first_conv) is next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert model.get_submodule(record.classifier) is model.classifier
+    assert [info.name for info in record.feature_info] == [info.name for info in model.feature_info]
+    assert all(model.get_submodule(info.name) is model.features[info.index] for info in record.feature_info)
+    model.reset_classifier(3)
+    assert model.num_classes == model.record.num_classes == 3
+    with pytest.raises(ValueError, match="2 class names for a 3-class model"):
+        model.record.replace(class_names=["a", "b"])
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_x0_25", "mobilenet_v2_x0_35"])

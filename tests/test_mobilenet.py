@@ -99,7 +99,20 @@ def test_mobilenet_v2_structure():
     assert MobileNetV2(width_mult=0.5).num_features == 1280 and MobileNetV2(width_mult=1.4).num_features == 1792
 
 
-def test_mobilenet_v2_residual_forward():
-    block = MobileNetV2().features[3].eval()  # second 24-channel block: stride 1, 24 -> 24
-    x = torch.randn(1, 24, 8, 8)
-    torch.testing.assert_close(block(x), x + block.conv(x))
+def test_mobilenet_v2_forward_matches_torchvision_with_the_same_weights():
+    """torchvision's MobileNetV2, given our weights tensor by tensor (same order, same shapes), computes the same
+    logits: shortcuts where it has them, ReLU6 and the linear bottlenecks included."""
+    ours = MobileNetV2(num_classes=10).eval()
+    for bn in (m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # no BN left at identity or 0
+        bn.running_mean.normal_(0, 0.1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.normal_(0, 0.1)
+    reference = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    theirs = reference.state_dict()
+    assert len(theirs) == len(ours.state_dict())
+    for (key, value), (_, mine) in zip(theirs.items(), ours.state_dict().items()):
+        assert value.shape == mine.shape, key
+        value.copy_(mine)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)

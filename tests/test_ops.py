@@ -57,3 +57,19 @@ def test_conv_bn_act_rejects_widths_that_groups_do_not_divide():
 def test_make_divisible(value, divisor, expected):
     # MobileNet V2 0.35: stem 16 and widths 8/8/16/24/32/56/112 (TF-slim / torchvision rounding).
     assert make_divisible(value, divisor) == expected
+
+
+def test_one_shuffle_module_with_an_export_mode():
+    from torch import nn
+
+    from shufflenet.models.layers import set_shuffle_mode
+
+    x = torch.randn(2, 24, 5, 3)
+    native, reshape = ChannelShuffle(3), ChannelShuffle(3, mode="reshape")
+    assert torch.equal(native(x), reshape(x)) and torch.equal(native(x), paper_shuffle_reference(x, 3))
+    model = set_shuffle_mode(nn.Sequential(ChannelShuffle(3), nn.Sequential(ChannelShuffle(4))), "reshape")
+    assert [m.mode for m in model.modules() if isinstance(m, ChannelShuffle)] == ["reshape", "reshape"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        set_shuffle_mode(model, "gather")
+    with pytest.raises(ValueError, match="groups >= 1"):
+        ChannelShuffle(0)

@@ -3,7 +3,7 @@ import pickle
 
 import pytest
 import torch
-from test_data import write_fake_cifar
+from conftest import write_fake_cifar
 
 from shufflenet import create_model
 from shufflenet.data.preprocessing import Preprocessing
@@ -92,14 +92,42 @@ def test_scores_on_labelled_cifar_follow_the_labels(tmp_path):
 
 
 def test_export_int8_cli_reports_the_accuracy_change(tmp_path, capsys):
+    import re
+
+    import onnxruntime
+
+    from shufflenet import load, save_weights
     from shufflenet.cli import main
 
-    write_fake_cifar(tmp_path)
+    write_fake_cifar(tmp_path / "cifar")
+    torch.manual_seed(0)
+    model = create_model("shufflenet_v1_x0_25_g8", num_classes=10)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # predictions that vary with
+        bn.running_var.uniform_(0.5, 2)  # the image and that int8 changes (with BN at its initial values every
+        bn.weight.data.uniform_(0.5, 1.5)  # image gets one class, in fp32 and int8 alike)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    save_weights(model, tmp_path / "w.safetensors")
     out = tmp_path / "int8.onnx"
-    assert main(["export", "shufflenet_v1_x0_25_g8", "--num-classes", "10", "--resolution", "32", "-o", str(out),
-                 "--int8", "--calib", str(tmp_path), "--calib-count", "8", "--eval-count", "4",
-                 "--no-md5-check"]) == 0
+    assert main(["export", "shufflenet_v1_x0_25_g8", "--weights", str(tmp_path / "w.safetensors"), "--resolution",
+                 "32", "-o", str(out), "--int8", "--calib", str(tmp_path / "cifar"), "--calib-count", "8",
+                 "--eval-count", "40", "--no-md5-check"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"wrote {out} (onnx, int8, 32x32, dynamic batch)") and out.is_file()
-    assert lines[1].startswith(f"int8 on 4 images of {tmp_path}: top-1 agreement with fp32 ")
-    assert "(fp32) -> " in lines[1] and lines[1].endswith(" points")
+    reported = re.fullmatch(rf"int8 on 40 images of {re.escape(str(tmp_path / 'cifar'))}: top-1 agreement with fp32 "
+                            r"([\d.]+)%, top-1 ([\d.]+)% \(fp32\) -> ([\d.]+)% \(int8\), change ([-+][\d.]+) points",
+                            lines[1])
+    assert reported, lines[1]
+    # The same 40 test images scored here: the PyTorch model for fp32, ONNX Runtime on the written file for int8.
+    loaded = load("shufflenet_v1_x0_25_g8", tmp_path / "w.safetensors")
+    scored, _ = open_folder(tmp_path / "cifar", "test", loaded.preprocessing.for_resolution(32).transform(),
+                            check_md5=False)
+    images, labels = (torch.cat(parts) for parts in zip(*batches(scored, 16, limit=40)))
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    int8 = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]).argmax(1)
+    with torch.no_grad():
+        fp32 = loaded.model(images).argmax(1)
+    percent = lambda hits: 100.0 * hits.float().mean().item()  # noqa: E731
+    expected = (percent(int8 == fp32), percent(fp32 == labels), percent(int8 == labels))
+    assert [float(v) for v in reported.groups()[:3]] == pytest.approx(expected, abs=0.005)
+    assert float(reported.group(4)) == pytest.approx(expected[2] - expected[1], abs=0.005)
+    assert expected[0] < 100 and expected[1] != expected[2]  # figures that a wrong computation would not hit

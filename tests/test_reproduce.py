@@ -1,9 +1,11 @@
 """`shufflenet reproduce`: the tables as data, the grid (skip finished cells, resume, shared cells), the report
 (verdicts computed from the cell files), Table 1."""
+import dataclasses
 import json
+import re
 
 import pytest
-from test_data import write_fake_cifar
+from conftest import write_fake_cifar
 
 from shufflenet.cli import main
 from shufflenet.experiments import Plan
@@ -27,9 +29,14 @@ def test_tables_are_the_papers_rows():
 
 def test_cells_shared_between_tables_run_once():
     plan = Plan(("table2", "table3", "table4", "table5"), epochs=3, seeds=2)
+    rows = [row for table in plan.rows().values() for row in table]
+    trainings = {(row.model, row.model_args) for row in rows}
+    # A cell name (its result file, its run folder) stands for one training: rows that train differently (Table
+    # 3's shuffle on / off of one model) never share one, and every seed has its own.
+    assert len({row.key for row in rows}) == len(trainings)
     cells = plan.cells()
-    names = [c.name for c in cells]
-    assert len(names) == len(set(names))
+    assert {(c.model, c.model_args) for c in cells} == trainings
+    assert len({c.name for c in cells}) == len(cells) == 2 * len(trainings)
     # Table 3's "with shuffle" rows are Table 2's g=3 / g=8 models; Table 5's 0.5x g=4 is Table 4's 38 MFLOPs one
     assert len(cells) == 2 * (7 + 4 + 8 + 2)
 
@@ -70,30 +77,41 @@ def test_one_seed_has_no_spread_and_decides_nothing(tmp_path):
 
 def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys):
     write_fake_cifar(tmp_path / "cifar")
-    grid = ["--data-dir", str(tmp_path / "cifar"), "--no-md5-check", "--epochs", "1", "--seeds", "1",
+    grid = ["--data-dir", str(tmp_path / "cifar"), "--no-md5-check", "--epochs", "2", "--seeds", "1",
             "--output", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
-            "--threads", "1", "--max-steps-per-epoch", "1"]
+            "--threads", "1", "--max-steps-per-epoch", "1", "--workers", "0", "--no-compile"]  # in this process
     assert main(["reproduce", "table5", *grid, "--list"]) == 0
     listed = capsys.readouterr().out
-    assert listed.count("pending") == 3 and "minutes of training left" in listed
+    assert len(re.findall(r"\|\s*pending\s*\|", listed)) == 3 and "minutes of training left" in listed
     import shufflenet.experiments.grid as grid_module
 
     real, calls = grid_module.train, []
 
-    def train_then_fail(config, **kwargs):
+    def stop_the_second_cell_after_one_epoch(config, **kwargs):
         calls.append(config.name)
         if len(calls) == 2:
+            real(dataclasses.replace(config, epochs=1), **kwargs)  # its state saved after epoch 1
             raise KeyboardInterrupt("stopped")
         return real(config, **kwargs)
 
-    monkeypatch.setattr(grid_module, "train", train_then_fail)
+    monkeypatch.setattr(grid_module, "train", stop_the_second_cell_after_one_epoch)
     assert main(["reproduce", "table5", *grid]) == 3  # stopped: "continue with the same command"
     monkeypatch.setattr(grid_module, "train", real)
     done = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
     assert len(done) == 1
     first = (tmp_path / "results" / done[0]).stat().st_mtime_ns
+    half = tmp_path / "runs" / calls[1] / "metrics.jsonl"
+    epoch_1 = half.read_text()
+    assert len(epoch_1.splitlines()) == 1
+    capsys.readouterr()
+    assert main(["reproduce", "table5", *grid, "--list"]) == 0
+    assert re.search(rf"{re.escape(calls[1])}\s*\|\s*partial\s*\|\s*1/2", capsys.readouterr().out)
     assert main(["reproduce", "table5", *grid]) == 0
     assert (tmp_path / "results" / done[0]).stat().st_mtime_ns == first  # finished cell skipped
+    # The half-trained cell resumed from its state: epoch 1 is the one trained before the stop, not a new one.
+    resumed = json.loads((tmp_path / "results" / f"{calls[1]}.json").read_text())
+    assert half.read_text().startswith(epoch_1) and len(half.read_text().splitlines()) == 2
+    assert resumed["final_epoch"] == 2
     cells = [json.loads(p.read_text()) for p in sorted((tmp_path / "results").glob("*.json"))]
     assert len(cells) == 3
     assert all({"command", "machine", "config", "mflops_224", "mflops_trained", "params", "top1_err", "top5_err",

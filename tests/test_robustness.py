@@ -155,7 +155,7 @@ def test_unwritable_outputs_are_refused_first(tmp_path, capsys):
 
 
 def test_a_failed_int8_export_keeps_the_earlier_file(tmp_path, capsys):
-    from test_data import write_fake_cifar
+    from conftest import write_fake_cifar
 
     write_fake_cifar(tmp_path / "calib")
     unreadable = tmp_path / "unreadable"
@@ -289,3 +289,10 @@ def test_the_refused_pickle_names_the_callable(tmp_path, capsys):
     torch.save({"x": Payload()}, tmp_path / "evil.pth")
     assert run("eval", "--weights", str(tmp_path / "evil.pth"), "--data", "digits") == 2
     assert "(posix.system)" in one_line_error(capsys)
+
+
+def test_the_one_line_of_any_caught_error():
+    from shufflenet.errors import first_line
+
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RuntimeError("  bad header\n  at byte 9\n")) == "RuntimeError: bad header"

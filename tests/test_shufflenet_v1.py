@@ -3,19 +3,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import count
+from conftest import OFFICIAL_WIDTHS, count
 
 from shufflenet import ChannelShuffle, create_model
 from shufflenet.models import ShuffleNetV1, ShuffleUnit, shufflenet_v1_widths
 from shufflenet.models.layers import SqueezeExcite
-
-# Official network.py stage_out_channels [stem, stage2, stage3, stage4].
-OFFICIAL_WIDTHS = {
-    (3, 0.5): (12, 120, 240, 480), (3, 1.0): (24, 240, 480, 960),
-    (3, 1.5): (24, 360, 720, 1440), (3, 2.0): (48, 480, 960, 1920),
-    (8, 0.5): (16, 192, 384, 768), (8, 1.0): (24, 384, 768, 1536),
-    (8, 1.5): (24, 576, 1152, 2304), (8, 2.0): (48, 768, 1536, 3072),
-}
 
 
 @pytest.mark.parametrize("groups,scale", sorted(OFFICIAL_WIDTHS))

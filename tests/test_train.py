@@ -13,8 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from shufflenet.cli import main
+from shufflenet.engine import trainer as trainer_module
 from shufflenet.engine.config import TrainConfig
-from shufflenet.engine.trainer import Trainer, lr_factor, train
+from shufflenet.engine.schedule import lr_factor
+from shufflenet.engine.trainer import Trainer, train
 
 TINY = ["shufflenet_v1_x0_25_g8", "--data", "digits", "--batch-size", "64", "--max-steps-per-epoch", "4",
         "--threads", "1"]
@@ -107,15 +109,16 @@ def test_sigkill_mid_run_then_resume_ends_at_the_uninterrupted_state(tmp_path):
 
 def signal_at_step(monkeypatch, step: int) -> None:
     """Deliver SIGTERM to this process from inside optimiser step ``step`` (0-based): a deterministic place."""
-    real = Trainer.step
+    real, calls = trainer_module.train_step, []
 
-    def step_then_signal(self, images, labels, lr):
-        out = real(self, images, labels, lr)
-        if self.position.step == step + 1:
+    def step_then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == step + 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(Trainer, "step", step_then_signal)
+    monkeypatch.setattr(trainer_module, "train_step", step_then_signal)
 
 
 def test_sigterm_saves_the_position_in_the_epoch_and_resume_is_exact(tmp_path, monkeypatch):
@@ -164,8 +167,10 @@ def test_every_config_field_is_a_documented_option(capsys):
 
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
+    from shufflenet.engine.config import flag_of
+
     for f in fields(TrainConfig):
-        flag = f.name if f.name == "model" else "--" + f.name.replace("_", "-")
+        flag = f.name if f.name == "model" else flag_of(f)
         assert flag in text, flag
         assert " ".join(f.metadata["help"].split()[:4]) in text, f.name
 
@@ -181,9 +186,10 @@ def test_time_budget_inside_the_warm_up_still_ends_at_zero(tmp_path):
     trainer = Trainer(TrainConfig(model="shufflenet_v1_x0_25_g8", epochs=100, batch_size=64, threads=1,
                                   time_budget=1.0, output=str(tmp_path), name="b"))
     try:
-        assert trainer.warmup_steps == 21  # one epoch of 1,347 images in whole batches of 64
-        assert trainer.lr_at(3, 30.0) == pytest.approx(trainer.peak_lr * 4 / 21 * 0.5)  # half the budget, cosine
-        assert trainer.lr_at(3, 60.0) == 0.0  # the budget is spent inside the warm-up: 0 all the same
+        schedule = trainer.schedule
+        assert schedule.warmup_steps == 21  # one epoch of 1,347 images in whole batches of 64
+        assert schedule.lr(3, 30.0) == pytest.approx(schedule.peak * 4 / 21 * 0.5)  # half the budget, cosine
+        assert schedule.lr(3, 60.0) == 0.0  # the budget is spent inside the warm-up: 0 all the same
     finally:
         trainer.close()
 

@@ -154,3 +154,19 @@ def test_torch_hub_loads_a_registered_model_with_a_weight_file(saved):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(hub_model(x), model(x))
+
+
+def test_save_weights_writes_the_record_and_loading_restores_it(tmp_path):
+    model = create_model("mobilenet_v1_x0_25", num_classes=3)
+    model.record = model.record.replace(preprocessing=BGR_RAW, class_names=["a", "b", "c"], dataset="toy")
+    path = tmp_path / "r.safetensors"
+    save_weights(model, path, source="test")
+    info = read_weights(path)
+    assert (info.preprocessing, info.class_names, info.dataset) == (BGR_RAW, ["a", "b", "c"], "toy")
+    loaded = load_weights(path)
+    assert loaded.record == model.record  # the whole record comes back
+    save_weights(loaded, path, dataset="other")  # a keyword updates the record, then it is written
+    assert loaded.record.dataset == "other" and read_weights(path).dataset == "other"
+    with pytest.warns(UserWarning, match="freshly initialised"):
+        tuned = create_model("mobilenet_v1_x0_25", weights=path, num_classes=5, allow_classifier_reset=True)
+    assert tuned.record.class_names is None and tuned.record.preprocessing == BGR_RAW

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.preprocessing import IMAGENET, Preprocessing
+from .data.preprocessing import Preprocessing
 from .io.onnx_file import Runner, onnx_class_names, onnx_preprocessing, onnx_runner, read_onnx_metadata
 from .io.weight_file import WeightsFile, load_into, read_weights
 from .models.registry import build_model, model_spec
@@ -37,7 +37,8 @@ def create_model(
     ``weights``: a file from ``save_weights`` or ``shufflenet convert`` (or a plain state dict in our layout).
     Its recorded arguments and class count are the defaults that ``kwargs`` and ``num_classes`` override; a
     different class count needs ``allow_classifier_reset=True`` (the classifier then starts fresh). Without
-    weights, ``num_classes`` defaults to 1000. The model records its name and arguments in ``model.arch``.
+    weights, ``num_classes`` defaults to 1000. The model's record (``model.record``) holds its name, arguments and
+    what the weights expect.
     """
     if weights is None:
         return build_model(name, 1000 if num_classes is None else num_classes, **kwargs)
@@ -50,8 +51,6 @@ def create_model(
         load_into(build_model(name, num_classes, **kwargs), weights, allow_classifier_reset, dry_run=True)
     model = build_model(name, num_classes, **kwargs)
     load_into(model, weights, allow_classifier_reset)
-    if weights.dataset:
-        model.dataset = weights.dataset
     return model
 
 
@@ -136,7 +135,6 @@ def load(source: str | os.PathLike, weights: str | os.PathLike | None = None, nu
         model = create_model(text, num_classes, weights, **kwargs)
         random_weights = weights is None
     model.eval().to(device)
-    outputs = getattr(model, "num_classes", None) or num_classes or 1000
-    return LoadedModel(model.arch["name"], model_runner(model, device), getattr(model, "preprocessing", IMAGENET),
-                       class_names(outputs, getattr(model, "class_names", None)), model, random_weights,
-                       getattr(model, "dataset", None))
+    record = model.record
+    return LoadedModel(record.architecture, model_runner(model, device), record.preprocessing,
+                       class_names(record.num_classes, record.class_names), model, random_weights, record.dataset)

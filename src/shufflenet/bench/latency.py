@@ -30,7 +30,7 @@ from ..deploy.folding import fold_batchnorm
 from ..deploy.int8 import quantize_onnx
 from ..io.onnx_file import onnx_session
 from ..models.complexity import profile
-from ..tables import format_table
+from ..text_table import format_table
 
 BACKENDS = ("eager", "eager-opt", "eager-compile", "ort", "ort-plain", "ort-int8")
 DEFAULT_BACKENDS = ("eager", "eager-opt", "ort", "ort-int8")
@@ -116,7 +116,7 @@ class Artifacts:
                     calibration = random_inputs(self.model, self.resolution, CALIBRATION_IMAGES)
                 quantize_onnx(self.onnx("fp32"), path, calibration)
             else:
-                export_onnx(self.model, path, self.resolution, name=self.name, rewrite=kind == "fp32")
+                export_onnx(self.model, path, self.resolution, rewrite=kind == "fp32")
             self.files[kind] = path
         return self.files[kind]
 

@@ -24,7 +24,7 @@ from ..deploy.int8 import calibration_images, export_int8_onnx, quantize_onnx
 from ..factory import load
 from ..io.atomic import atomic_output
 from ..paper.published import TABLE8_LATENCY_MS, TABLE8_RESOLUTIONS
-from ..tables import format_table
+from ..text_table import format_table
 from .latency import DEFAULT_BACKENDS, DEFAULT_MODELS, SPEED_REFERENCE, results_table, run_benchmark
 from .ort_profile import profile_onnx
 from .plain_shufflenet import PlainShuffleNet
@@ -93,7 +93,7 @@ def int8_accuracy(weights: str, data: str, check_md5: bool = True) -> dict[str, 
     test_set, _ = open_folder(data, "test", recorded.transform(), class_names=loaded.class_names, check_md5=check_md5)
     with tempfile.TemporaryDirectory() as scratch:
         _, scores = export_int8_onnx(loaded.model, Path(scratch) / "int8.onnx", recorded.crop, calibration,
-                                     name=model_name, preprocessing=recorded, evaluation=batches(test_set))
+                                     evaluation=batches(test_set))
     return {"model": model_name, "weights": weights, "data": data, **{k: v for k, v in scores["int8"].items()},
             "fp32_top1": scores["fp32"]["top1"], "change": scores["int8"]["top1"] - scores["fp32"]["top1"]}
 
@@ -135,7 +135,7 @@ def profile_tables(resolution: tuple[int, int]) -> tuple[str, str]:
     tables = []
     with tempfile.TemporaryDirectory() as scratch:
         fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        export_onnx(model, fp32, resolution, name=PROFILED)
+        export_onnx(model, fp32, resolution)
         quantize_onnx(fp32, int8, torch.randn(8, 3, *resolution))
         for path in (fp32, int8):
             rows = [(r["kind"], r["nodes"], round(r["us"], 1), f"{100 * r['share']:.1f}%",

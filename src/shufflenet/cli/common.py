@@ -47,5 +47,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None
 
 
 def add_md5_argument(parser: argparse.ArgumentParser, default: Any = True) -> None:
-    parser.add_argument("--no-md5-check", dest="check_md5", action="store_false", default=default,
-                        help="load a faithful CIFAR copy whose files differ from the official ones (other order)")
+    """``--no-md5-check`` for the commands that read CIFAR outside a training configuration (the training
+    commands generate it from the configuration field, whose flag and help it takes)."""
+    from dataclasses import fields
+
+    from ..engine.config import TrainConfig, flag_of
+
+    check = next(f for f in fields(TrainConfig) if f.name == "check_md5")
+    parser.add_argument(flag_of(check).replace("--", "--no-", 1), dest="check_md5", action="store_false",
+                        default=default, help=check.metadata["help"])

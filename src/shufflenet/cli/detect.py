@@ -7,18 +7,16 @@ import os
 from pathlib import Path
 
 from .common import bounded
-from .train import add_config_options, add_run_options, config_file_values, run_record
+from .train import add_config_options, add_run_options, config_from_arguments, run_record
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dataclasses import fields
-
-    from ..detection.trainer import DetectConfig, train_detector
+    from ..detection.config import DetectConfig
+    from ..detection.task import train_detector
     from ..io.atomic import check_writable
     from ..io.results import write_result
 
-    given = {f.name: getattr(args, f.name) for f in fields(DetectConfig) if hasattr(args, f.name)}
-    config = DetectConfig.from_dict({**config_file_values(args.config), **given})
+    config = config_from_arguments(args, DetectConfig)
     if args.record:
         check_writable(args.record)
     result = train_detector(config, resume=args.resume, overwrite=args.overwrite)
@@ -41,12 +39,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..detection.data import DetectionSet
+    from ..detection.data import DetectionSet, find_layout
     from ..detection.evaluate import evaluate_detector
     from ..detection.model import load_detector
 
     detector = load_detector(args.weights)
-    dataset = DetectionSet(args.images, args.annotations, args.split, detector.class_names)
+    if not (args.data_dir or args.images):
+        raise ValueError("detect eval needs --data-dir (a data folder) or --images (and --annotations)")
+    layout = find_layout(args.data_dir or args.images, args.annotations, train_split=args.split or "-",
+                         test_split=args.split)
+    images = args.images or layout.images
+    dataset = DetectionSet(images, layout.annotations, layout.test_split, detector.class_names)
     result = evaluate_detector(detector, dataset, progress=not args.json)
     print(json.dumps(result) if args.json else
           f"mAP@[.5:.95] {result['map']:.2f}%, mAP@.5 {result['map50']:.2f}% on {result['images']} images "
@@ -74,7 +77,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from ..detection.trainer import DetectConfig
+    from ..detection.config import DetectConfig
 
     detect = commands.add_parser("detect", help="object detection with our backbones (Faster R-CNN)")
     tasks = detect.add_subparsers(dest="task", required=True)
@@ -87,9 +90,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     evaluate = tasks.add_parser("eval", help="mAP (pycocotools) of a detector weight file")
     evaluate.add_argument("weights", help="detector weight file from `shufflenet detect train`")
-    evaluate.add_argument("--images", required=True, help="images folder")
-    evaluate.add_argument("--annotations", required=True, help="VOC XML folder or COCO JSON file")
-    evaluate.add_argument("--split", help="split list (CSV with a filename column, or one name per line)")
+    evaluate.add_argument("--data-dir", help="the data folder, in a layout `detect train` takes")
+    evaluate.add_argument("--images", help="images folder, when not in the data folder")
+    evaluate.add_argument("--annotations", help="VOC XML folder or COCO JSON file, when not in the data folder")
+    evaluate.add_argument("--split", help="split list (CSV with a filename column, or one name per line); default: "
+                                          "the data folder's test (or val) list")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=cmd_eval)
 

@@ -9,7 +9,7 @@ import torch
 from ..data.sources import batches, open_dataset
 from ..engine.evaluate import evaluate
 from ..factory import load, model_runner
-from ..tables import format_table
+from ..text_table import format_table
 from .common import add_data_arguments, bounded, positive_int
 
 

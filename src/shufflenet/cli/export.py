@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.sources import batches, open_folder
-from ..deploy.export import export_onnx, export_torchscript
+from ..deploy.export import PARITY_TOLERANCE, export_onnx, export_torchscript
 from ..deploy.int8 import CALIBRATION_METHODS, calibration_images, export_int8_onnx
 from ..factory import load
 from ..io.atomic import check_writable
@@ -20,22 +20,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     resolution = args.resolution or loaded.preprocessing.crop
     preprocessing = loaded.preprocessing.for_resolution(resolution)
     model = loaded.model
-    names = getattr(model, "class_names", None)  # recorded names only, not the ImageNet fallback
+    names = model.record.class_names  # recorded names only, not the ImageNet fallback
     if args.format == "torchscript":
-        diff = export_torchscript(model, args.output, resolution, preprocessing=preprocessing)
+        diff = export_torchscript(model, args.output, resolution)
     elif not args.int8:
-        diff = export_onnx(model, args.output, resolution, name=loaded.name, preprocessing=preprocessing,
-                           class_names=names, rewrite=not args.no_rewrite)
+        diff = export_onnx(model, args.output, resolution, rewrite=not args.no_rewrite)
     else:
         calibration = calibration_images(args.calib, preprocessing, args.calib_count, check_md5=args.check_md5)
         scored, _ = open_folder(args.evaluate or args.calib, "test", preprocessing.transform(), class_names=names,
                                 check_md5=args.check_md5)
         diff, scores = export_int8_onnx(
-            model, args.output, resolution, calibration, name=loaded.name, preprocessing=preprocessing,
-            class_names=names, rewrite=not args.no_rewrite, method=args.calib_method,
+            model, args.output, resolution, calibration, rewrite=not args.no_rewrite, method=args.calib_method,
             evaluation=batches(scored, 32, limit=args.eval_count))
     print(f"wrote {args.output} ({args.format}{', int8' if args.int8 else ''}, {resolution}x{resolution}, "
-          f"dynamic batch); fp32 parity with PyTorch: max abs diff {diff:.2e} at batch 1 and 3 (tolerance 1e-4)")
+          f"dynamic batch); fp32 parity with PyTorch: max abs diff {diff:.2e} at batch 1 and 3 (tolerance "
+          f"{PARITY_TOLERANCE:g} of the largest logit, at least {PARITY_TOLERANCE:g})")
     if args.int8:
         fp32_score, int8_score = scores["fp32"], scores["int8"]
         line = (f"int8 on {int8_score['images']} images of {args.evaluate or args.calib}: "

@@ -1,13 +1,14 @@
-"""``shufflenet models`` and ``shufflenet profile``: the registered models, their multiply-adds and parameters,
-and ours beside every published figure."""
+"""``shufflenet models`` and ``shufflenet profile``: the registered models, their multiply-adds and parameters
+(or their architecture tables), and ours beside every published figure."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..experiments.complexity import HEADERS, profile_by_name, published_comparison
-from ..models.registry import list_models
-from ..tables import format_table
+from ..experiments.table1 import HEADERS, profile_by_name, published_comparison
+from ..models.builder import ROW_HEADERS, architecture_table
+from ..models.registry import list_models, model_rows
+from ..text_table import format_table
 from .common import bounded
 
 
@@ -15,6 +16,13 @@ def cmd_models(args: argparse.Namespace) -> None:
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no registered model matches {args.pattern!r}; try `shufflenet models` for the list")
+    if args.arch:
+        tables = [f"{name}\n{format_table(ROW_HEADERS, architecture_table(model_rows(name)))}"
+                  for name in list_models(args.pattern, reference=False)]
+        if not tables:
+            raise ValueError(f"{args.pattern!r} matches only torchvision reference models, which have no table here")
+        print("\n\n".join(tables))
+        return
     rows = []
     for name in names:
         cost = profile_by_name(name)
@@ -49,6 +57,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="table of the registered models: MFLOPs at 224 and parameters")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'shufflenet_v1_*_g3'")
+    models.add_argument("--arch", action="store_true",
+                        help="print each model's architecture table (its rows: block, channels, repeats, stride)")
     models.set_defaults(func=cmd_models)
 
     prof = commands.add_parser("profile", help="multiply-adds and parameters of one model, or --paper")

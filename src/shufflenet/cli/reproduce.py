@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..experiments import TABLES, reproduce
-from .common import add_md5_argument, positive_int
+from .common import add_md5_argument, bounded, positive_int
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -13,7 +13,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                     results=Path(args.output), runs=Path(args.runs), docs=Path(args.docs), threads=args.threads,
                     check_md5=args.check_md5, extended=args.extended, list_only=args.list,
                     report_only=args.report_only, command=args.command_line, max_steps=args.max_steps_per_epoch,
-                    int8_weights=args.int8_weights))
+                    int8_weights=args.int8_weights, workers=args.workers, gpus_per_cell=args.gpus_per_cell,
+                    address=args.address, compile_cells=args.compile))
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,13 +33,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per model (default 2)")
     parser.add_argument("--extended", action="store_true", help="also the 140 MFLOPs rung (1x, Table 4 at 140, "
                                                                  "MobileNet 0.5 against ShuffleNet 1x)")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: all)")
+    cells = parser.add_argument_group("how the cells run", "Cells are Ray tasks: without options a local Ray "
+                                      "instance sized to this machine (no dashboard, nothing left running after it)")
+    cells.add_argument("--workers", type=bounded(int, 0), help="cells at once (default: as many as the CPUs, or "
+                                                               "GPUs, hold at --threads-per-cell each); 0: one at a "
+                                                               "time in this process, without Ray")
+    cells.add_argument("--threads-per-cell", "--threads", dest="threads", type=positive_int,
+                       help="CPU threads of each cell, the CPUs its Ray task asks for (default 2, or the cores "
+                            "shared by --workers; with --workers 0: all cores)")
+    cells.add_argument("--gpus-per-cell", type=bounded(float, 0, 1),
+                       help="GPU share of each cell: 0.25 packs four cells on one GPU; each cell with a GPU trains "
+                            "with CUDA, AMP (bf16) and channels_last (default: 1 where there are GPUs, else 0)")
+    cells.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                       help="torch.compile each cell's model (default on; --no-compile for eager cells: the "
+                            "compilation takes about a minute per cell)")
+    cells.add_argument("--address", help="join this Ray cluster (e.g. HEAD:6379, or auto) instead of starting one; "
+                                         "--runs, --output and --data-dir must then be on storage every node sees "
+                                         "at the same path (checked at the start)")
     parser.add_argument("--output", default="results/reproduce", help="cell results (default results/reproduce)")
     parser.add_argument("--runs", default="runs/reproduce", help="run folders of the cells (default runs/reproduce)")
     parser.add_argument("--docs", default="docs", help="where reproduction.md and the plots go (default docs)")
     parser.add_argument("--max-steps-per-epoch", type=positive_int, help="cut every epoch (smoke tests of the grid)")
     parser.add_argument("--int8-weights", help="table8: trained weights for the int8 accuracy change, scored on "
                                                "--data-dir (its train split calibrates, its test split scores)")
-    parser.add_argument("--list", action="store_true", help="list the cells, their state and the time left")
+    parser.add_argument("--list", action="store_true", help="list the cells, their state (done, running, failed, "
+                                                            "partial, pending) and the time left; also while a grid "
+                                                            "runs, from another terminal")
     parser.add_argument("--report-only", action="store_true", help="regenerate the report from the cell results")
     parser.set_defaults(func=cmd_reproduce)

@@ -1,4 +1,5 @@
-"""``shufflenet train``: every option generated from ``TrainConfig``'s fields, with their help text."""
+"""``shufflenet train``: every option generated from ``TrainConfig``'s fields, with their help text, in one
+argument group per section of the configuration (model and data, optimisation, run)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import RESUMABLE, TrainConfig, field_type
+from ..engine.config import RESUMABLE, Config, TrainConfig, field_type, flag_of
+from ..errors import first_line
 from ..factory import create_model
 from ..io.atomic import check_writable
 from ..io.results import write_result
@@ -33,9 +35,8 @@ def read_config_file(path: str) -> dict[str, Any]:
 
             values = yaml.safe_load(text) or {}
     except Exception as error:  # yaml.YAMLError, tomllib.TOMLDecodeError
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"config file {path} is not valid {'TOML' if file.suffix == '.toml' else 'YAML'}: "
-                         f"{first}") from None
+                         f"{first_line(error)}") from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of training options")
     return {str(key).replace("-", "_"): value for key, value in values.items()}
@@ -45,10 +46,10 @@ def config_file_values(path: str | None) -> dict[str, Any]:
     return read_config_file(path) if path else {}
 
 
-def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
+def config_from_arguments(args: argparse.Namespace, config: type[Config] = TrainConfig) -> Config:
     """The command line over the config file over the recipe (options left unset are absent from ``args``)."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig.from_dict({**config_file_values(args.config), **given})
+    given = {f.name: getattr(args, f.name) for f in fields(config) if hasattr(args, f.name)}
+    return config.from_dict({**config_file_values(args.config), **given})
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -72,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = create_model(config.model, weights=result["last_weights"])
     cost = profile(model, model.preprocessing.crop)
     print(f"{config.model}: top-1 {result['eval_top1']:.2f}% after the last epoch (best epoch "
-          f"{result['best_top1']:.2f}%), top-5 {result['eval_top5']:.2f}% on {result['eval_images']} test images; "
+          f"{result['best_score']:.2f}%), top-5 {result['eval_top5']:.2f}% on {result['eval_images']} test images; "
           f"{cost.mflops:.2f} MFLOPs at {model.preprocessing.crop}x{model.preprocessing.crop}, {cost.params:,} "
           f"parameters; weights: {result['last_weights']}")
 
@@ -84,22 +85,24 @@ def run_record(run_dir: Path) -> dict[str, Any]:
             "final": rows[-1] if rows else {}}
 
 
-def add_config_options(parser: argparse.ArgumentParser, config: type[TrainConfig] = TrainConfig) -> None:
+def add_config_options(parser: argparse.ArgumentParser, config: type[Config] = TrainConfig) -> None:
     """One option per field of ``config`` (``--batch-size`` for ``batch_size``), typed and documented from the
-    field; booleans get ``--x`` / ``--no-x``. Unset options stay absent, so config files and recipes fill them."""
-    for f in fields(config):
-        meta, kind = f.metadata, field_type(f)
-        default = "" if f.default in (MISSING, None) else f" (default {f.default})"
-        if f.default is MISSING:
-            parser.add_argument(f.name, help=meta["help"])
-        elif kind is bool:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                help=meta["help"] + default)
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, choices=meta["choices"],
-                                help=meta["help"] + default, metavar=None if meta["choices"] else kind.__name__.upper())
-    parser.add_argument("--no-md5-check", dest="check_md5", action="store_false",
-                        help="the same as --no-check-md5")
+    field, in one argument group per section; booleans get ``--x`` / ``--no-x``. Unset options stay absent, so
+    config files and recipes fill them."""
+    for section in config.sections():
+        group = parser.add_argument_group(section.TITLE)
+        for f in fields(section):
+            meta, kind = f.metadata, field_type(f)
+            default = "" if f.default in (MISSING, None) else f" (default {f.default})"
+            choices = tuple(config.RECIPES) if f.name == "recipe" else meta["choices"]
+            if f.default is MISSING and f.name == "model":
+                group.add_argument(f.name, help=meta["help"])
+            elif kind is bool:
+                group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction,
+                                   help=meta["help"] + default)
+            else:
+                group.add_argument(flag_of(f), dest=f.name, type=kind, choices=choices, required=f.default is MISSING,
+                                   help=meta["help"] + default, metavar=None if choices else kind.__name__.upper())
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -68,7 +68,8 @@ def convert_checkpoint(
         conversion.preprocessing = replace(conversion.preprocessing, resize=resize)
     model = build_model(conversion.model_name, conversion.num_classes, **conversion.model_kwargs)
     model.load_state_dict(conversion.state_dict)
-    save_weights(model, destination, conversion.preprocessing, source=f"{source_format} checkpoint {Path(source).name}")
+    save_weights(model, destination, preprocessing=conversion.preprocessing,
+                 source=f"{source_format} checkpoint {Path(source).name}")
     return conversion
 
 

@@ -20,9 +20,15 @@ from .sources import TensorImages, collate_readable
 Batch = tuple[torch.Tensor, torch.Tensor, int]  # images, labels, images skipped as unreadable
 
 
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A random generator that depends only on (seed, epoch, stream), so that an epoch's draws replay on resume;
+    ``stream`` offsets the seed for a second draw of one epoch (the crops, beside the order)."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + stream)
+
+
 def epoch_order(size: int, epoch: int, seed: int) -> torch.Tensor:
     """A permutation of ``range(size)`` that depends only on (seed, epoch)."""
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(size, generator=epoch_generator(seed, epoch))
 
 
 def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -72,7 +78,7 @@ class TensorBatches:
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` from batch ``skip`` on."""
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 1)
+        generator = epoch_generator(self.seed, epoch, stream=1)
         order = shard(epoch_order(len(self.labels), epoch, self.seed), self.rank, self.world_size)
         shifts = torch.randint(0, 2 * self.padding + 1, (len(self.labels), 2), generator=generator).to(self.device)
         flips = self.flip_parity ^ bool(epoch % 2)
@@ -100,7 +106,7 @@ class FileBatches:
         # Its own generator (for worker seeds), so that building the loader leaves the global RNG untouched.
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order, num_workers=self.workers,
                             collate_fn=collate_readable, pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+                            generator=epoch_generator(self.seed, epoch))
         for images, labels, skipped in loader:
             yield (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
                    labels.to(self.device, non_blocking=True), skipped)

@@ -224,7 +224,7 @@ def batches(dataset: Dataset, batch_size: int = 256, limit: int | None = None, w
 def train_transform(spec: DataSpec) -> v2.Compose:
     """Per-image training augmentation for image files, the paper / official recipe: random-resized crop, flip,
     colour jitter 0.4, then the data set's normalisation. (In-memory 32x32 data is augmented in batches:
-    ``data.augment``.)"""
+    ``data.loaders.TensorBatches``.)"""
     return v2.Compose([v2.ToImage(), v2.RandomResizedCrop(spec.image_size, antialias=True), v2.RandomHorizontalFlip(),
                        v2.ColorJitter(0.4, 0.4, 0.4), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(spec.mean, spec.std)])

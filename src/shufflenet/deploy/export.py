@@ -2,8 +2,10 @@
 against PyTorch before the file is written.
 
 The ONNX graph goes through :func:`rewrite_for_blocked_layout` (identical outputs, faster in ONNX Runtime;
-pass ``rewrite=False`` for the plain BN-folded graph). The parity check runs the exported file on random
-inputs at batch 1 and 3 and compares with the original PyTorch model; above the tolerance nothing is written.
+pass ``rewrite=False`` for the plain BN-folded graph). The parity check (:func:`check_parity`, the one of every
+export, the detector's included) runs the exported file on random inputs at batch 1 and 3 and compares with the
+original PyTorch model; above the tolerance nothing is written. What a file records comes from the model's
+record (``model.record``).
 """
 from __future__ import annotations
 
@@ -12,13 +14,12 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.preprocessing import IMAGENET, Preprocessing
 from ..io.atomic import atomic_output
 from ..io.onnx_file import onnx_runner
 from ..models.complexity import as_hw
@@ -29,13 +30,15 @@ from .folding import fold_batchnorm
 # ONNX opset 18: every op these models need exists there, ONNX Runtime runs it from 1.14 on, and it is the
 # lowest opset that torch's exporter emits (torch.onnx.export(dynamo=True)).
 OPSET = 18
-PARITY_TOLERANCE = 1e-4  # max abs difference of the logits, float32
+# Parity: max abs difference over the outputs' largest magnitude (at least 1), float32: the rounding error of a
+# float32 graph grows with the size of its values (logits near 1, box corners in pixels).
+PARITY_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_BATCH_SIZES = (1, 3)
 
 
-class ParityError(RuntimeError):
-    """The exported file does not compute what the PyTorch model computes."""
+class ParityError(ValueError):
+    """An exported file does not compute what the PyTorch model computes (and was not written)."""
 
 
 def random_inputs(model: nn.Module, resolution: int | Sequence[int], batch: int, seed: int = 0) -> torch.Tensor:
@@ -43,64 +46,67 @@ def random_inputs(model: nn.Module, resolution: int | Sequence[int], batch: int,
     return torch.randn(batch, getattr(model, "in_chans", 3), *as_hw(resolution), generator=generator)
 
 
-def max_abs_diff_onnx(model: nn.Module, path: str | Path, resolution: int | Sequence[int],
-                      batch_sizes: Sequence[int] = PARITY_BATCH_SIZES) -> float:
-    """Largest |ONNX Runtime - PyTorch| over the logits of random inputs at each batch size."""
-    run = onnx_runner(path)
-    worst = 0.0
-    for batch in batch_sizes:
-        x = random_inputs(model, resolution, batch, seed=batch)
-        with torch.inference_mode():
-            expected = model(x).numpy()
-        got = run(x).numpy()
-        if got.shape != expected.shape:
-            raise ParityError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} at batch {batch}")
-        worst = max(worst, float(np.abs(got - expected).max()))
-    return worst
+def check_parity(expected: Sequence[torch.Tensor], got: Sequence[torch.Tensor | np.ndarray], what: str,
+                 tolerance: float = PARITY_TOLERANCE, hint: str = "") -> float:
+    """The parity check of every export: ``got`` (the exported file's outputs) must have the shapes of
+    ``expected`` (PyTorch's) and lie within ``tolerance`` times their largest magnitude (at least 1); else a
+    :class:`ParityError` naming ``what``. Returns the max abs difference."""
+    got = [torch.as_tensor(g) for g in got]
+    if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+        raise ParityError(f"{what} gives outputs of shapes {[tuple(g.shape) for g in got]} where the PyTorch model "
+                          f"gives {[tuple(e.shape) for e in expected]}; the file was not written{hint}")
+    diff = max([0.0] + [float((g - e).abs().max()) for g, e in zip(got, expected) if e.numel()])
+    allowed = tolerance * max([1.0] + [float(e.abs().max()) for e in expected if e.numel()])
+    if not diff <= allowed:  # also catches NaN
+        raise ParityError(f"{what} differs from the PyTorch model by up to {diff:.3g} (tolerance {allowed:.3g}); "
+                          f"the file was not written{hint}")
+    return diff
 
 
-def check_parity(diff: float, tolerance: float, what: str, hint: str = "") -> None:
-    if not diff <= tolerance:  # also catches NaN
-        raise ParityError(
-            f"{what} differs from the PyTorch model by up to {diff:.3g} (tolerance {tolerance:g}); the file was "
-            f"not written{hint}"
-        )
+def check_on_random_inputs(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor],
+                           resolution: int | Sequence[int], what: str, tolerance: float, hint: str = "") -> float:
+    """:func:`check_parity` of ``run`` (the exported file) against ``model`` on random inputs at each of
+    ``PARITY_BATCH_SIZES``."""
+    inputs = [random_inputs(model, resolution, batch, seed=batch) for batch in PARITY_BATCH_SIZES]
+    with torch.inference_mode():
+        expected = [model(x) for x in inputs]
+        got = [run(x) for x in inputs]
+    return check_parity(expected, got, what, tolerance, hint)
 
 
-def onnx_metadata(name: str, num_classes: int, preprocessing: Preprocessing, rewritten: bool,
-                  class_names: Sequence[str] | None = None) -> dict[str, str]:
-    """``metadata_props`` of an exported file: everything needed to feed it and read its output."""
+def onnx_metadata(model: nn.Module, num_classes: int, resolution: int, rewritten: bool) -> dict[str, str]:
+    """``metadata_props`` of an exported file, from the model's record: everything needed to feed it and read its
+    output."""
+    record = model.record
     metadata = {
-        "model": name,
+        "model": record.architecture or type(model).__name__,
         "num_classes": str(num_classes),
-        "preprocessing": preprocessing.to_json(),
+        "preprocessing": record.preprocessing.for_resolution(resolution).to_json(),
         "graph": "blocked-layout rewrite, BN folded" if rewritten else "BN folded",
     }
-    if class_names:
-        metadata["class_names"] = json.dumps(list(class_names))
+    if record.class_names:
+        metadata["class_names"] = json.dumps(record.class_names)
     return metadata
 
 
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    resolution: int | Sequence[int] = 224,
+    resolution: int | Sequence[int] | None = None,
     *,
-    name: str | None = None,
-    preprocessing: Preprocessing = IMAGENET,
-    class_names: Sequence[str] | None = None,
     rewrite: bool = True,
     equalize_with: torch.Tensor | None = None,
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
     """Write ``model`` as ONNX (opset :data:`OPSET`, input ``image`` of shape (batch, C, H, W) with a dynamic
-    batch axis, output ``logits``) and return the parity check's max abs difference. Raises
-    :class:`ParityError` (and writes nothing) above ``tolerance``. ``equalize_with``: calibration images for
-    :func:`equalize_for_int8` (for a file that is to be quantized; needs ``rewrite``)."""
+    batch axis, output ``logits``) and return the parity check's max abs difference. The file records the
+    model's name, preprocessing (at ``resolution``, default its crop) and class names from ``model.record``.
+    Raises :class:`ParityError` (and writes nothing) above ``tolerance``. ``equalize_with``: calibration images
+    for :func:`equalize_for_int8` (for a file that is to be quantized; needs ``rewrite``)."""
     import onnx
 
     model = model.eval()
-    preprocessing = preprocessing.for_resolution(as_hw(resolution)[0])
+    resolution = resolution or model.record.preprocessing.crop
     deployable = rewrite_for_blocked_layout(model) if rewrite else fold_batchnorm(model)
     if equalize_with is not None:
         if not rewrite:
@@ -115,39 +121,32 @@ def export_onnx(
         )
     proto = program.model_proto
     num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value)
-    onnx.helper.set_model_props(
-        proto, onnx_metadata(name or type(model).__name__, num_classes, preprocessing, rewrite, class_names)
-    )
+    metadata = onnx_metadata(model, num_classes, as_hw(resolution)[0], rewrite)
+    onnx.helper.set_model_props(proto, metadata)
     with atomic_output(path) as temporary:
         onnx.save(proto, str(temporary))
-        diff = max_abs_diff_onnx(model, temporary, resolution)
-        check_parity(diff, tolerance, f"the ONNX export of {name or type(model).__name__}",
-                     "; try --no-rewrite to rule out the graph rewrite" if rewrite else "")
-    return diff
+        return check_on_random_inputs(model, onnx_runner(temporary), resolution,
+                                      f"the ONNX export of {metadata['model']}", tolerance,
+                                      "; try --no-rewrite to rule out the graph rewrite" if rewrite else "")
 
 
 def export_torchscript(
     model: nn.Module,
     path: str | Path,
-    resolution: int | Sequence[int] = 224,
+    resolution: int | Sequence[int] | None = None,
     *,
-    preprocessing: Preprocessing = IMAGENET,
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
-    """Write ``model`` BN-folded as a traced TorchScript file (preprocessing in its ``preprocessing.json`` extra
-    file) and return the parity check's max abs difference; raises :class:`ParityError` above ``tolerance``."""
+    """Write ``model`` BN-folded as a traced TorchScript file (the record's preprocessing at ``resolution``,
+    default its crop, in its ``preprocessing.json`` extra file) and return the parity check's max abs
+    difference; raises :class:`ParityError` above ``tolerance``."""
     model = model.eval()
-    preprocessing = preprocessing.for_resolution(as_hw(resolution)[0])
+    resolution = resolution or model.record.preprocessing.crop
+    preprocessing = model.record.preprocessing.for_resolution(as_hw(resolution)[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice
         traced = torch.jit.trace(fold_batchnorm(model), random_inputs(model, resolution, 2))
         with atomic_output(path) as temporary:
             torch.jit.save(traced, str(temporary), _extra_files={"preprocessing.json": preprocessing.to_json()})
-            loaded = torch.jit.load(str(temporary))
-            diff = 0.0
-            for batch in PARITY_BATCH_SIZES:
-                x = random_inputs(model, resolution, batch, seed=batch)
-                with torch.inference_mode():
-                    diff = max(diff, float((loaded(x) - model(x)).abs().max()))
-            check_parity(diff, tolerance, "the TorchScript export")
-    return diff
+            return check_on_random_inputs(model, torch.jit.load(str(temporary)), resolution,
+                                          "the TorchScript export", tolerance)

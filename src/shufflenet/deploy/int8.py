@@ -17,19 +17,19 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.preprocessing import IMAGENET, Preprocessing
+from ..data.preprocessing import Preprocessing
 from ..data.sources import batches, open_folder
 from ..engine.evaluate import evaluate
 from ..io.atomic import atomic_output, check_writable
 from ..io.onnx_file import onnx_runner
 from ..machine import has_vnni
-from ..models.layers import ChannelShuffle
+from ..models.layers import set_shuffle_mode
 from .export import export_onnx
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -97,39 +97,24 @@ def export_int8_onnx(
     resolution: int,
     calibration: torch.Tensor,
     *,
-    name: str | None = None,
-    preprocessing: Preprocessing = IMAGENET,
-    class_names: Sequence[str] | None = None,
     rewrite: bool = True,
     method: str = "percentile",
     evaluation: Iterable[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
 ) -> tuple[float, dict[str, dict[str, float]] | None]:
     """The int8 ONNX file of ``model`` at ``path``: the float export (rewritten and channel-equalized on
-    ``calibration``, parity-checked) quantized with :func:`quantize_onnx`. Returns the float parity check's max
-    abs difference and, given ``evaluation`` batches, :func:`evaluate`'s scores of "fp32" and "int8". ``path``
-    is written only when every step, the evaluation included, has succeeded."""
+    ``calibration``, parity-checked, recording ``model.record``) quantized with :func:`quantize_onnx`. Returns
+    the float parity check's max abs difference and, given ``evaluation`` batches, :func:`evaluate`'s scores of
+    "fp32" and "int8". ``path`` is written only when every step, the evaluation included, has succeeded."""
     check_writable(path)
     with tempfile.TemporaryDirectory() as scratch:
         fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        diff = export_onnx(model, fp32, resolution, name=name, preprocessing=preprocessing, class_names=class_names,
-                           rewrite=rewrite, equalize_with=calibration if rewrite else None)
+        diff = export_onnx(model, fp32, resolution, rewrite=rewrite, equalize_with=calibration if rewrite else None)
         quantize_onnx(fp32, int8, calibration, method)
         scores = None if evaluation is None else evaluate({"fp32": onnx_runner(fp32), "int8": onnx_runner(int8)},
                                                           evaluation)
         with atomic_output(path) as temporary:
             shutil.copyfile(int8, temporary)
     return diff, scores
-
-
-class NativeChannelShuffle(nn.Module):
-    """``torch.channel_shuffle`` as a module FX can trace (it has a quantized kernel)."""
-
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.channel_shuffle(x, self.groups)
 
 
 class Classifier(nn.Module):
@@ -144,18 +129,15 @@ class Classifier(nn.Module):
 
 
 def quantize_torch(model: nn.Module, calibration: torch.Tensor) -> nn.Module:
-    """PyTorch FX int8 (x86 backend) version of ``model`` (one of ours), calibrated on ``calibration``."""
+    """PyTorch FX int8 (x86 backend) version of ``model`` (one of ours), calibrated on ``calibration``; its channel
+    shuffles run natively (``torch.channel_shuffle`` has a quantized kernel)."""
     import copy
 
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
-    traceable = copy.deepcopy(model).eval()
-    for parent in list(traceable.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, ChannelShuffle):
-                setattr(parent, name, NativeChannelShuffle(child.groups))
+    traceable = set_shuffle_mode(copy.deepcopy(model).eval(), "native")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice
         prepared = prepare_fx(Classifier(traceable), get_default_qconfig_mapping("x86"),

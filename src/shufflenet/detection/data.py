@@ -178,3 +178,52 @@ class DetectionSet(Dataset):
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+@dataclass(frozen=True)
+class DetectionLayout:
+    """Where a detection data folder keeps its images, annotations and split lists."""
+
+    images: Path
+    annotations: Path
+    train_split: Path | None
+    test_split: Path | None
+
+
+SPLIT_FOLDERS = (".", "data", "splits", "ImageSets/Main", "ImageSets")
+SPLIT_NAMES = {"train": ("trainval", "train"), "test": ("test", "val")}
+
+
+def find_split(root: Path, split: str) -> Path | None:
+    """The first split list named for ``split`` (e.g. ``train.txt``, ``train_labels.csv``) in the usual places."""
+    for folder in SPLIT_FOLDERS:
+        for stem in SPLIT_NAMES[split]:
+            found = sorted(p for p in (root / folder).glob(f"{stem}*") if p.suffix in (".txt", ".csv") and p.is_file())
+            if found:
+                return found[0]
+    return None
+
+
+def find_layout(data_dir: str | Path, annotations: str | Path | None = None, train_split: str | Path | None = None,
+                test_split: str | Path | None = None) -> DetectionLayout:
+    """The layout of ``data_dir``, from the folder alone: a PASCAL VOC folder (``JPEGImages/``, ``Annotations/``,
+    ``ImageSets/Main/trainval.txt`` or ``train.txt``, ``test.txt`` or ``val.txt``), or ``images/`` beside
+    ``annotations/`` (VOC XML files, or a COCO JSON file) and split lists (``train*.csv|txt``, ``test*.csv|txt``
+    in the folder, ``data/`` or ``splits/``). Anything given explicitly wins."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ValueError(f"detection data folder {root} does not exist")
+    images = next((root / name for name in ("JPEGImages", "images") if (root / name).is_dir()), root)
+    if annotations is None:
+        folder = next((root / name for name in ("Annotations", "annotations") if (root / name).is_dir()), None)
+        coco = sorted((folder or root).glob("*.json"))
+        annotations = coco[0] if coco and not any((folder or root).glob("*.xml")) else folder
+        if annotations is None:
+            raise ValueError(f"no annotations in {root}: expected Annotations/ or annotations/ (VOC XML files, or a "
+                             f"COCO JSON file); give --annotations")
+    train = Path(train_split) if train_split else find_split(root, "train")
+    if train is None:
+        raise ValueError(f"no training split list in {root} (looked for trainval*/train* .txt or .csv in "
+                         f"{', '.join(SPLIT_FOLDERS)}); give --train-split")
+    test = Path(test_split) if test_split else find_split(root, "test")
+    return DetectionLayout(images, Path(annotations), train, test)

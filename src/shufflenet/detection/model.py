@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -24,6 +25,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from ..data.preprocessing import IMAGENET, Preprocessing
 from ..factory import create_model
 from ..io.weight_file import WeightsFile, load_into, read_weights
+from ..models.record import ModelRecord, Recorded
 
 ARCHITECTURE = "fasterrcnn"
 FEATURE_LEVELS = {8: 1, 16: 2, 32: 3}  # output stride -> feature level of our backbones (levels: 4, 8, 16, 32)
@@ -45,65 +47,74 @@ class Backbone(nn.Module):
         return self.fpn(maps) if self.fpn is not None else maps
 
 
-def build_detector(
-    backbone: str,
-    num_classes: int,
-    *,
-    fpn: bool = True,
-    feature_stride: int = 16,
-    min_size: int = 600,
-    max_size: int = 1000,
-    frozen_stages: int = 1,
-    norm_eval: bool = True,
-    fpn_channels: int = 128,
-    box_head_dim: int = 256,
-    mean: Sequence[float] = IMAGENET.mean,
-    std: Sequence[float] = IMAGENET.std,
-    backbone_weights: WeightsFile | None = None,
-) -> FasterRCNN:
-    """Faster R-CNN with ``num_classes`` object classes (plus the background) on the registered ``backbone``.
+@dataclass(frozen=True)
+class DetectorOptions:
+    """The detector's settings beside its backbone and class count (all recorded in its weight file).
 
-    ``min_size`` / ``max_size``: the shorter side the images are resized to (the paper's "300x" and "600x")
-    and the cap on the longer. ``backbone_weights``: a classification weight file of ours for the backbone (its
-    classifier is left out; a small-input stem's weights load into the standard stem unchanged)."""
-    if not fpn and feature_stride not in (16, 32):
-        raise ValueError(f"the single-feature setting takes stride 16 (Stage 3) or 32 (Stage 4), got {feature_stride}")
-    levels = (1, 2, 3) if fpn else (FEATURE_LEVELS[feature_stride],)
-    options = dict(features_only=True, out_indices=levels, frozen_stages=frozen_stages, norm_eval=norm_eval,
-                   small_input=False)
-    if backbone_weights is not None:
-        network = create_model(backbone, weights=backbone_weights, **options)
-    else:
-        network = create_model(backbone, **options)
-    body = Backbone(network, fpn, fpn_channels)
+    ``min_size`` / ``max_size``: the shorter side the images are resized to (the paper's "300x" and "600x") and
+    the cap on the longer; ``frozen_stages`` / ``norm_eval``: the backbone's options; ``mean`` / ``std``: the
+    normalisation the backbone's weights expect."""
+
+    fpn: bool = True
+    feature_stride: int = 16
+    min_size: int = 600
+    max_size: int = 1000
+    frozen_stages: int = 1
+    norm_eval: bool = True
+    fpn_channels: int = 128
+    box_head_dim: int = 256
+    mean: Sequence[float] = IMAGENET.mean
+    std: Sequence[float] = IMAGENET.std
+
+    def __post_init__(self) -> None:
+        if not self.fpn and self.feature_stride not in (16, 32):
+            raise ValueError(f"the single-feature setting takes stride 16 (Stage 3) or 32 (Stage 4), got "
+                             f"{self.feature_stride}")
+
+    def preprocessing(self) -> Preprocessing:
+        """What the detector's inputs need (it resizes and normalises by itself)."""
+        return Preprocessing(mean=tuple(self.mean), std=tuple(self.std), resize=self.min_size, crop=self.min_size)
+
+
+class Detector(Recorded, FasterRCNN):
+    """torchvision's Faster R-CNN with a record (``record``: architecture ``fasterrcnn``, the backbone's name and
+    the :class:`DetectorOptions` as arguments, the class count and names, the preprocessing)."""
+
+
+def build_detector(backbone: str, num_classes: int, *, backbone_weights: WeightsFile | None = None,
+                   **options: Any) -> Detector:
+    """Faster R-CNN with ``num_classes`` object classes (plus the background) on the registered ``backbone``;
+    ``options``: the fields of :class:`DetectorOptions`. ``backbone_weights``: a classification weight file of
+    ours for the backbone (its classifier is left out; a small-input stem's weights load into the standard stem
+    unchanged)."""
+    try:
+        settings = DetectorOptions(**options)
+    except TypeError as error:
+        raise ValueError(f"the detector takes no such option: {error}") from None
+    levels = (1, 2, 3) if settings.fpn else (FEATURE_LEVELS[settings.feature_stride],)
+    network = create_model(backbone, weights=backbone_weights, features_only=True, out_indices=levels,
+                           frozen_stages=settings.frozen_stages, norm_eval=settings.norm_eval, small_input=False)
+    body = Backbone(network, settings.fpn, settings.fpn_channels)
     names = [str(i) for i in range(len(levels))]
-    if fpn:  # one anchor size per pyramid level (strides 8, 16, 32 and the pooled 64)
+    if settings.fpn:  # one anchor size per pyramid level (strides 8, 16, 32 and the pooled 64)
         anchors = AnchorGenerator(((32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 4)
     else:
         anchors = AnchorGenerator(((32, 64, 128, 256, 512),), ((0.5, 1.0, 2.0),))
     pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-    head = TwoMLPHead(body.out_channels * 7 * 7, box_head_dim)
-    detector = FasterRCNN(body, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=head,
-                          box_predictor=FastRCNNPredictor(box_head_dim, num_classes + 1), min_size=min_size,
-                          max_size=max_size, image_mean=list(mean), image_std=list(std),
-                          rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500, rpn_pre_nms_top_n_test=500,
-                          rpn_post_nms_top_n_test=300, box_batch_size_per_image=128)
-    detector.num_classes = num_classes
-    detector.arch = {"name": ARCHITECTURE, "kwargs": {
-        "backbone": backbone, "fpn": fpn, "feature_stride": feature_stride, "min_size": min_size,
-        "max_size": max_size, "frozen_stages": frozen_stages, "norm_eval": norm_eval, "fpn_channels": fpn_channels,
-        "box_head_dim": box_head_dim, "mean": list(mean), "std": list(std)}}
+    head = TwoMLPHead(body.out_channels * 7 * 7, settings.box_head_dim)
+    detector = Detector(body, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=head,
+                        box_predictor=FastRCNNPredictor(settings.box_head_dim, num_classes + 1),
+                        min_size=settings.min_size, max_size=settings.max_size, image_mean=list(settings.mean),
+                        image_std=list(settings.std), rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
+                        rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300, box_batch_size_per_image=128)
+    detector.record = ModelRecord(
+        ARCHITECTURE, num_classes, {"backbone": backbone, **asdict(settings)},
+        first_conv=f"backbone.body.{network.record.first_conv}", classifier="roi_heads.box_predictor",
+        preprocessing=settings.preprocessing())
     return detector
 
 
-def detector_preprocessing(detector: FasterRCNN) -> Preprocessing:
-    """What the detector's inputs need, for its weight file (the detector resizes and normalises by itself)."""
-    kwargs = detector.arch["kwargs"]
-    return Preprocessing(mean=tuple(kwargs["mean"]), std=tuple(kwargs["std"]), resize=kwargs["min_size"],
-                         crop=kwargs["min_size"])
-
-
-def load_detector(path: str | os.PathLike, **overrides: Any) -> FasterRCNN:
+def load_detector(path: str | os.PathLike, **overrides: Any) -> Detector:
     """The detector a weight file describes, rebuilt from the file alone and loaded, in eval mode."""
     weights = read_weights(path)
     if weights.architecture != ARCHITECTURE:
@@ -111,7 +122,8 @@ def load_detector(path: str | os.PathLike, **overrides: Any) -> FasterRCNN:
                          f"file written by `shufflenet detect train`")
     detector = build_detector(num_classes=weights.num_classes, **{**weights.model_kwargs, **overrides})
     load_into(detector, weights)
-    detector.class_names = weights.class_names or [f"class {i + 1}" for i in range(weights.num_classes)]
+    if detector.class_names is None:
+        detector.record = detector.record.replace(class_names=[f"class {i + 1}" for i in range(weights.num_classes)])
     return detector.eval()
 
 

@@ -24,13 +24,17 @@ class Distributed:
         return self.world_size > 1
 
 
-def setup_distributed() -> tuple[Distributed, torch.device]:
-    """Join the process group that ``torchrun`` describes in the environment (NCCL on GPU, gloo on CPU)."""
+def setup_distributed(device: str | None = None) -> tuple[Distributed, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on GPU, gloo on CPU).
+    ``device``: "cpu" or "cuda"; None picks CUDA when a GPU is visible."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but this process sees no GPU; drop --device or use --device cpu")
+    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size == 1:
-        return Distributed(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Distributed(), torch.device("cuda" if use_cuda else "cpu")
     local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
+    if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:

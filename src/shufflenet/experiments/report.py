@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_output
-from ..tables import format_table
+from ..text_table import format_table
 from .grid import Cell
 from .tables import CLAIMS, Row
 

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..data.preprocessing import IMAGENET, Preprocessing
+from ..errors import first_line
 
 Runner = Callable[[torch.Tensor], torch.Tensor]  # a batch of preprocessed images -> logits
 
@@ -32,8 +33,7 @@ def onnx_session(path: str | Path, threads: int = 1):
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable graphs
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable ONNX model ({first_line}); export it again") from None
+        raise ValueError(f"{path} is not a readable ONNX model ({first_line(error)}); export it again") from None
 
 
 def onnx_runner(path: str | Path, threads: int = 1) -> Runner:

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import safetensors
 import torch
 
+from ..errors import first_line
+
 # Entries under which training scripts store the model's state dict (megvii train.py: 'state_dict';
 # torchvision's and timm's training scripts: 'model' / 'state_dict').
 STATE_DICT_ENTRIES = ("state_dict", "model")
@@ -52,10 +54,9 @@ def read_tensor_file(path: str | os.PathLike) -> tuple[Any, dict[str, str]]:
             f"dict (torch.save(model.state_dict(), ...)) from a source you trust"
         ) from None
     except Exception as error:  # torch.load fails in many ways on foreign bytes (KeyError, RuntimeError, ...)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
-            f"cannot read {path}: it is truncated or not a PyTorch or safetensors file ({type(error).__name__}"
-            f"{': ' + first if first else ''}); get the file again"
+            f"cannot read {path}: it is truncated or not a PyTorch or safetensors file ({first_line(error)}); "
+            f"get the file again"
         ) from None
 
 

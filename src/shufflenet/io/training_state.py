@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..errors import first_line
 from .atomic import write_atomically
 
 
@@ -30,8 +31,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, foreign pickle, ...
-        raise ValueError(f"{path} is not a readable shufflenet training state ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        raise ValueError(f"{path} is not a readable shufflenet training state ({first_line(error)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a shufflenet training state (no model/config entries)")
     return state

@@ -1,5 +1,5 @@
-"""Our weight files: safetensors carrying the architecture, its arguments, the class count, the class names,
-the data set and the preprocessing the weights expect.
+"""Our weight files: safetensors carrying a model's record (``models.record.ModelRecord``): the architecture, its
+arguments, the class count, the class names, the data set and the preprocessing the weights expect.
 
 ``save_weights`` writes one (atomically); ``read_weights`` reads one back, or a plain state dict in our layout;
 ``load_into`` copies its tensors into a built model. Building the model a file describes is
@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from ..data.preprocessing import IMAGENET, Preprocessing
+from ..data.preprocessing import Preprocessing
 from .atomic import write_atomically
 from .tensor_file import compare_tensors, read_tensor_file, shapes, unwrap_state_dict
 
@@ -41,52 +41,49 @@ class WeightsFile:
     dataset: str | None = None  # the data set the weights were trained on, when recorded
 
 
-@dataclass(frozen=True)
-class LoadReport:
-    loaded: list[str]
-    skipped: list[str]  # tensors of the file left out (a classifier of another size)
-
-
 def save_weights(
     model: nn.Module,
     path: str | os.PathLike,
-    preprocessing: Preprocessing = IMAGENET,
+    preprocessing: Preprocessing | None = None,
     source: str = "",
     class_names: Sequence[str] | None = None,
     dataset: str | None = None,
 ) -> None:
-    """Save ``model``'s state dict as a safetensors file whose metadata names the registered architecture, its
-    constructor arguments, ``num_classes`` and the ``preprocessing`` the weights expect (``source``: free-text
-    provenance; ``class_names``: the label of each output; ``dataset``: what it was trained on; both optional).
-    The model must come from ``create_model``, which records its name and arguments."""
-    arch = getattr(model, "arch", None)
-    if arch is None:
+    """Save ``model``'s state dict as a safetensors file carrying its record (``model.record``): the registered
+    architecture, its constructor arguments, ``num_classes``, the preprocessing the weights expect, the class
+    names and the data set. ``preprocessing``, ``class_names`` and ``dataset``, when given, update the model's
+    record first; ``source`` is free-text provenance. The model must come from ``create_model``, which records
+    its name and arguments."""
+    changes = {key: value for key, value in (("preprocessing", preprocessing), ("dataset", dataset),
+                                             ("class_names", None if class_names is None else list(class_names)))
+               if value is not None}
+    record = model.record.replace(**changes)
+    if record.architecture is None:
         raise ValueError(
             f"{type(model).__name__} has no registered name to record; build it with shufflenet.create_model(...)"
         )
     try:
-        kwargs = json.dumps(arch["kwargs"], sort_keys=True)
+        kwargs = json.dumps(record.kwargs, sort_keys=True)
     except TypeError as error:
-        raise ValueError(f"the model's arguments {arch['kwargs']} cannot be stored as JSON ({error})") from None
+        raise ValueError(f"the model's arguments {record.kwargs} cannot be stored as JSON ({error})") from None
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     if any(tensor.is_meta for tensor in tensors.values()):
         raise ValueError("the model is on the meta device and has no values to save; build it on a real device")
+    model.record = record
     metadata = {
         "format": "pt",
-        PREFIX + "architecture": arch["name"],
+        PREFIX + "architecture": record.architecture,
         PREFIX + "kwargs": kwargs,
-        PREFIX + "num_classes": str(model.num_classes),
-        PREFIX + "preprocessing": json.dumps(preprocessing.to_dict()),
+        PREFIX + "num_classes": str(record.num_classes),
+        PREFIX + "preprocessing": record.preprocessing.to_json(),
         PREFIX + "format_version": FORMAT_VERSION,
     }
     if source:
         metadata[PREFIX + "source"] = source
-    if class_names:
-        if len(class_names) != model.num_classes:
-            raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
-        metadata[PREFIX + "class_names"] = json.dumps(list(class_names))
-    if dataset:
-        metadata[PREFIX + "dataset"] = dataset
+    if record.class_names:
+        metadata[PREFIX + "class_names"] = json.dumps(record.class_names)
+    if record.dataset:
+        metadata[PREFIX + "dataset"] = record.dataset
     write_atomically(path, safetensors.torch.save(tensors, metadata))
 
 
@@ -130,17 +127,17 @@ def read_weights(path: str | os.PathLike) -> WeightsFile:
 def load_into(
     model: nn.Module, weights: WeightsFile | str | os.PathLike, allow_classifier_reset: bool = False,
     dry_run: bool = False,
-) -> LoadReport:
+) -> None:
     """Copy the file's tensors into ``model``; every tensor must fit, except that a classifier of another size is
     left out (the model keeps its freshly initialised one) when ``allow_classifier_reset`` is true or the model
-    has no classifier (``num_classes=0``, ``features_only=True``). Left-out tensors are named in a warning and in
-    the returned report. The file's preprocessing and class names become ``model.preprocessing`` and
-    ``model.class_names``. ``dry_run``: only check the shapes (``model`` may be on the meta device)."""
+    has no classifier (``num_classes=0``, ``features_only=True``); left-out tensors are named in a warning. The
+    file's preprocessing, data set and (with its classifier) class names go into ``model.record``. ``dry_run``:
+    only check the shapes (``model`` may be on the meta device)."""
     if not isinstance(weights, WeightsFile):
         weights = read_weights(weights)
-    arch = getattr(model, "arch", None)
-    model_name = arch["name"] if arch else type(model).__name__
-    built_as = f"{model_name} with {arch['kwargs']}" if arch and arch["kwargs"] else model_name
+    record = model.record
+    model_name = record.architecture or type(model).__name__
+    built_as = f"{model_name} with {record.kwargs}" if record.kwargs else model_name
     expected = shapes(model.state_dict())
     found = shapes(weights.tensors)
 
@@ -150,7 +147,7 @@ def load_into(
 
     (body_expected, head_expected), (body_found, head_found) = split(expected), split(found)
     body_problems = compare_tensors(body_expected, body_found)
-    if weights.architecture and arch and weights.architecture != arch["name"]:
+    if weights.architecture and record.architecture and weights.architecture != record.architecture:
         details = str(compare_tensors(expected, found)) or "none, the shapes happen to agree"
         raise ValueError(
             f"{weights.path} holds weights for {weights.architecture!r}, not {model_name!r}; mismatching "
@@ -174,17 +171,15 @@ def load_into(
         skipped = sorted(head_found)
     tensors = {key: value for key, value in weights.tensors.items() if key not in skipped}
     if dry_run:
-        return LoadReport(loaded=sorted(tensors), skipped=skipped)
+        return
     model.load_state_dict(tensors, strict=not skipped)
-    if weights.preprocessing is not None:
-        model.preprocessing = weights.preprocessing
-    if weights.class_names is not None and not skipped:
-        model.class_names = weights.class_names
+    model.record = record.replace(
+        preprocessing=weights.preprocessing or record.preprocessing, dataset=weights.dataset or record.dataset,
+        class_names=weights.class_names if weights.class_names is not None and not skipped else record.class_names)
     if skipped and head_expected:
         warnings.warn(
             f"loaded {len(tensors)} tensors from {weights.path}; left out {', '.join(skipped)} "
             f"({weights.num_classes} classes): the {model.num_classes}-class classifier is freshly initialised",
             stacklevel=2,
         )
-    return LoadReport(loaded=sorted(tensors), skipped=skipped)
 

@@ -1,56 +1,108 @@
-"""One builder for every family: a table of layers becomes the ``features`` trunk, its feature levels and the
-shared interface (classifier and backbone).
+"""One builder for every family: an architecture table of :class:`Row` s becomes the ``features`` trunk, its
+feature levels and the shared interface (classifier and backbone).
 
-A family describes its trunk as a list of :class:`Layer` rows (name, how to build it from its input width,
-output width, stride). :func:`build_features` chains the widths, builds each row and records, while it builds,
-where the feature levels are: the deepest layer at each output stride 4, 8, 16 and 32 (or the four deepest
-strides when a small-input stem downsamples less). :class:`ImageClassifier` adds the pooled linear head and,
-as timm's and mmpretrain's backbones do, ``features_only`` / ``out_indices`` / ``frozen_stages`` / ``norm_eval``.
+A family writes its network as rows, as the papers print their tables (block, output channels, repeats, stride
+of the first block, options); :func:`build_features` decodes them (timm's ``decode_arch_def`` is the model):
+it chains the widths, applies the small-input rule, builds each block and records, while it builds, where the
+feature levels are: the deepest layer at each output stride 4, 8, 16 and 32 (or the four deepest strides when a
+small-input stem downsamples less). :class:`ImageClassifier` adds the pooled linear head and, as timm's and
+mmpretrain's backbones do, ``features_only`` / ``out_indices`` / ``frozen_stages`` / ``norm_eval``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .record import FeatureInfo, ModelRecord, Recorded
+
 FEATURE_STRIDES = (4, 8, 16, 32)  # the levels a detector's FPN takes (timm / torchvision convention)
+SMALL_INPUT_ROWS = 2  # small_input: the first two stride-2 rows (the stem's 4x) run at stride 1
 
 
 @dataclass(frozen=True)
-class Layer:
-    """One child of ``features``: ``build(in_channels)`` makes it; it outputs ``channels`` at ``stride``."""
+class Row:
+    """One row of an architecture table: ``repeats`` blocks ``block(in_channels, out_channels, stride=...,
+    **options)``, each ``channels`` wide, the first with ``stride`` (and also ``first``'s options), the rest with
+    stride 1.
 
-    name: str
-    build: Callable[[int], nn.Module]
+    Where the blocks go in ``features``: with ``stage=True``, into one ``nn.Sequential`` child named ``name``
+    (ShuffleNet's ``stage2``, its units ``stage2.0``, ...); else with a ``name``, the single block is that child
+    (``stem``); else each block is a child of its own, numbered by position (MobileNet's ``features.1``, ...).
+    """
+
+    block: Callable[..., nn.Module]
     channels: int
-    stride: int
+    repeats: int = 1
+    stride: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+    first: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    stage: bool = False
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.stride not in (1, 2) or self.channels < 1:
+            raise ValueError(f"a row needs repeats >= 1, stride 1 or 2 and a positive width, got {self}")
+        if self.name is not None and not self.stage and self.repeats != 1:
+            raise ValueError(f"row {self.name!r} has {self.repeats} blocks; give it stage=True")
+
+    def cells(self, child: str) -> tuple[str, str, int, int, int, str]:
+        """The row as a table line: child, block, output channels, repeats, stride, options."""
+        def shown(options: Mapping[str, Any]) -> str:
+            return ", ".join(f"{key}={getattr(value, '__name__', value)}" for key, value in options.items())
+
+        options = shown(self.options) + (f"; first block: {shown(self.first)}" if self.first else "")
+        return child, self.block.__name__, self.channels, self.repeats, self.stride, options
 
 
-@dataclass(frozen=True)
-class FeatureInfo:
-    """A feature level: the output of ``features[index]`` (named ``name``), ``channels`` wide, at stride
-    ``reduction``."""
-
-    index: int
-    name: str
-    channels: int
-    reduction: int
+ROW_HEADERS = ("child", "block", "channels", "repeats", "stride", "options")
 
 
-def build_features(in_chans: int, layers: Sequence[Layer]) -> tuple[nn.Sequential, list[FeatureInfo]]:
-    """Build the rows in order, each taking the previous row's width, and find the feature levels."""
+def decode(rows: Sequence[Row], small_input: bool = False) -> list[tuple[list[str], Row]]:
+    """Each row with the names of its children in ``features``; ``small_input`` (32x32 images) gives the first
+    two stride-2 rows stride 1, so the network downsamples 8x instead of 32x (a max-pool of stride 1 is then no
+    pool)."""
+    decoded, position, slowed = [], 0, 0
+    for row in rows:
+        if small_input and row.stride == 2 and slowed < SMALL_INPUT_ROWS:
+            row, slowed = replace(row, stride=1), slowed + 1
+        names = [row.name] if row.name else [str(position + i) for i in range(row.repeats)]
+        decoded.append((names, row))
+        position += len(names)
+    return decoded
+
+
+def build_features(in_chans: int, rows: Sequence[Row], small_input: bool = False
+                   ) -> tuple[nn.Sequential, tuple[FeatureInfo, ...]]:
+    """Build the decoded rows in order, each block taking the previous one's width, and find the feature
+    levels."""
     features = nn.Sequential()
     width, reduction = in_chans, 1
     deepest: dict[int, FeatureInfo] = {}
-    for index, layer in enumerate(layers):
-        features.add_module(layer.name, layer.build(width))
-        width, reduction = layer.channels, reduction * layer.stride
-        deepest[reduction] = FeatureInfo(index, f"features.{layer.name}", width, reduction)
+    for names, row in decode(rows, small_input):
+        blocks = [row.block(width if i == 0 else row.channels, row.channels, stride=row.stride if i == 0 else 1,
+                            **row.options, **(row.first if i == 0 else {})) for i in range(row.repeats)]
+        children = [nn.Sequential(*blocks)] if row.stage else blocks
+        for i, (name, child) in enumerate(zip(names, children)):
+            features.add_module(name, child)
+            width, reduction = row.channels, reduction * (row.stride if i == 0 else 1)
+            deepest[reduction] = FeatureInfo(len(features) - 1, f"features.{name}", width, reduction)
     levels = [deepest[s] for s in FEATURE_STRIDES] if set(FEATURE_STRIDES) <= set(deepest) else \
         [deepest[s] for s in sorted(deepest)[-len(FEATURE_STRIDES):]]
-    return features, levels
+    return features, tuple(levels)
+
+
+def architecture_table(rows: Sequence[Row], small_input: bool = False) -> list[tuple[str, str, int, int, int, str]]:
+    """The decoded rows as table lines (headers: ``ROW_HEADERS``), without building anything."""
+    return [row.cells(names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}")
+            for names, row in decode(rows, small_input)]
+
+
+def max_pool(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """The 3x3 max-pool after a stem (ShuffleNet Table 1); at stride 1 (the small-input stem) no pool."""
+    return nn.MaxPool2d(3, 2, 1) if stride == 2 else nn.Identity()
 
 
 def init_weights(model: nn.Module) -> None:
@@ -77,52 +129,60 @@ def zero_init_residual_ends(model: nn.Module, unit_type: type, last_bn: Callable
             nn.init.zeros_(last_bn(unit).weight)
 
 
-class ImageClassifier(nn.Module):
-    """``features`` (built from ``layers``) -> global average pool -> dropout -> linear ``classifier``.
+class ImageClassifier(Recorded, nn.Module):
+    """``features`` -> global average pool -> dropout -> linear ``classifier``; the model's :class:`ModelRecord`
+    is ``record``.
+
+    A family sets ``architecture``, the function from its arguments to its rows (the keyword arguments this class
+    does not take go to it; ``rows`` keeps the result), and ``classifier_bias``.
 
     The timm interface: ``num_classes``, ``forward_features``, ``forward_head``, ``reset_classifier``. As a
     backbone (``features_only=True``), ``forward`` returns the maps of the feature levels in ``out_indices``
     (default all four), listed in ``feature_info``. ``frozen_stages=k`` freezes every layer up to feature level
     ``k`` (-1: none; 0: the stem, up to stride 4; 1: also the next stage, ...), parameters and BN statistics;
     ``norm_eval=True`` keeps every BN layer in eval mode while training (mmpretrain's options, for detectors).
+    ``small_input``: for 32x32 images (see :func:`decode`).
     """
 
-    too_small_hint: str = ""  # extra advice for the "input too small" error
+    architecture: Callable[..., list[Row]]
+    classifier_bias: bool = True
 
     def __init__(
         self,
-        layers: Sequence[Layer],
         *,
-        num_classes: int,
-        in_chans: int,
-        drop_rate: float,
-        classifier_bias: bool,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        small_input: bool = False,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
+        **arguments: Any,
     ) -> None:
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
-        self.features, levels = build_features(in_chans, layers)
+        self.rows = self.architecture(**arguments)
+        self.features, levels = build_features(in_chans, self.rows, small_input)
         out_indices = tuple(range(len(levels))) if out_indices is None else tuple(out_indices)
         if not out_indices or any(not 0 <= i < len(levels) for i in out_indices):
             raise ValueError(f"out_indices must pick among the {len(levels)} feature levels 0-{len(levels) - 1}, "
                              f"got {out_indices}")
         if not -1 <= frozen_stages < len(levels):
             raise ValueError(f"frozen_stages must be -1 (none) to {len(levels) - 1}, got {frozen_stages}")
-        self.levels = levels
+        first_conv = next(name for name, module in self.features.named_modules() if isinstance(module, nn.Conv2d))
+        self.record = ModelRecord(None, num_classes, in_chans=in_chans, first_conv=f"features.{first_conv}",
+                                  classifier="classifier", feature_info=levels)
         self.out_indices = out_indices
         self.feature_info = [levels[i] for i in out_indices]
-        self.num_features = layers[-1].channels
-        self.in_chans = in_chans
+        self.num_features = self.rows[-1].channels
+        self.small_input = small_input
         self.min_input_size = levels[-1].reduction
         self.features_only = features_only
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.drop_rate = drop_rate
-        self.classifier_bias = classifier_bias
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.reset_classifier(0 if features_only else num_classes)
@@ -132,7 +192,7 @@ class ImageClassifier(nn.Module):
 
     def frozen_layers(self) -> nn.Sequential:
         """The layers that ``frozen_stages`` freezes (empty for -1)."""
-        end = self.levels[self.frozen_stages].index + 1 if self.frozen_stages >= 0 else 0
+        end = self.record.feature_info[self.frozen_stages].index + 1 if self.frozen_stages >= 0 else 0
         return self.features[:end]
 
     def train(self, mode: bool = True) -> ImageClassifier:
@@ -146,8 +206,9 @@ class ImageClassifier(nn.Module):
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: no classifier, pooled features)."""
-        self.num_classes = num_classes
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: no classifier, pooled features);
+        the record's class names go with the old one."""
+        self.record = self.record.replace(num_classes=num_classes, class_names=None)
         self.classifier = (
             nn.Linear(self.num_features, num_classes, bias=self.classifier_bias) if num_classes > 0 else nn.Identity()
         )
@@ -170,7 +231,7 @@ class ImageClassifier(nn.Module):
             raise ValueError(
                 f"input {height}x{width} is smaller than the network's total stride {self.min_input_size}; "
                 f"resize the images to at least {self.min_input_size}x{self.min_input_size}"
-                + self.too_small_hint
+                + ("" if self.small_input else "; for 32x32 images build the model with small_input=True")
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

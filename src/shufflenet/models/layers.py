@@ -1,4 +1,5 @@
-"""Layers shared by every family: channel shuffle, conv-BN-activation, squeeze-excitation, width rounding."""
+"""Layers shared by every family: channel shuffle (and its export modes), conv-BN-activation, squeeze-excitation,
+width rounding."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -29,18 +30,49 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return torch.channel_shuffle(x, groups)
 
 
-class ChannelShuffle(nn.Module):
-    """Module form of :func:`channel_shuffle`."""
+SHUFFLE_MODES = ("native", "reshape")
 
-    def __init__(self, groups: int) -> None:
+
+class ChannelShuffle(nn.Module):
+    """Module form of :func:`channel_shuffle`, the one channel shuffle of every model and export.
+
+    ``mode``: "native" runs ``torch.channel_shuffle`` (fastest eager kernel; FX-traceable, with a quantized
+    kernel); "reshape" runs the same permutation as view -> one transpose -> reshape, which exporters without an
+    ``aten::channel_shuffle`` lowering take (the TorchScript-based ONNX exporter). :func:`set_shuffle_mode`
+    switches every shuffle of a model. The unit that owns the shuffle fixes its width, so ``forward`` does not
+    re-check the channel count.
+    """
+
+    def __init__(self, groups: int, mode: str = "native") -> None:
         super().__init__()
+        if groups < 1:
+            raise ValueError(f"channel shuffle needs groups >= 1, got {groups}")
         self.groups = groups
+        self.mode = check_shuffle_mode(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(x, self.groups)
+        if self.mode == "native":
+            return torch.channel_shuffle(x, self.groups)
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
-        return f"groups={self.groups}"
+        return f"groups={self.groups}, mode={self.mode}"
+
+
+def check_shuffle_mode(mode: str) -> str:
+    if mode not in SHUFFLE_MODES:
+        raise ValueError(f"channel shuffle mode must be one of {SHUFFLE_MODES}, got {mode!r}")
+    return mode
+
+
+def set_shuffle_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Switch every :class:`ChannelShuffle` of ``model`` (in place) to ``mode``; returns ``model``."""
+    check_shuffle_mode(mode)
+    for module in model.modules():
+        if isinstance(module, ChannelShuffle):
+            module.mode = mode
+    return model
 
 
 class ConvBNAct(nn.Sequential):

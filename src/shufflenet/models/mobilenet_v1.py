@@ -1,12 +1,13 @@
 """MobileNet V1 (Howard et al., 2017): a 3x3 conv then 13 depthwise-separable pairs, BN + ReLU after every conv."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from torch import nn
 
-from .builder import ImageClassifier, Layer
+from .builder import ImageClassifier, Row
 from .layers import ConvBNAct
+from .registry import register_model, scale_tag
 
 STEM_WIDTH = 32  # Table 1, first row: Conv 3x3 s2, 32 filters
 # Table 1: (pointwise output width, depthwise stride) of each depthwise-separable pair. The paper prints the
@@ -38,38 +39,26 @@ class DepthwiseSeparable(nn.Sequential):
         self.pw = ConvBNAct(in_channels, out_channels, 1, act=act)
 
 
+def mobilenet_v1_rows(alpha: float = 1.0, activation: str = "relu") -> list[Row]:
+    """MobileNet V1's rows (Table 1); the arguments are :class:`MobileNetV1`'s."""
+    if not alpha > 0:
+        raise ValueError(f"width multiplier alpha must be positive, got {alpha}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    act = ACTIVATIONS[activation]
+    return [Row(ConvBNAct, scaled_width(STEM_WIDTH, alpha), stride=2, options={"kernel_size": 3, "act": act}),
+            *(Row(DepthwiseSeparable, scaled_width(width, alpha), stride=stride, options={"act": act})
+              for width, stride in SEPARABLE_LAYERS)]
+
+
 class MobileNetV1(ImageClassifier):
     """MobileNet V1 of Table 1 with width multiplier ``alpha`` (any positive value); the resolution multiplier
     is the input size (224, 192, 160, 128 in the paper). ``activation`` is "relu" (the paper) or "relu6"
     (TF-slim and timm, whose weights need it). ``small_input`` (32x32 images, as ShuffleNet's): the stem conv and
     the first stride-2 depthwise conv get stride 1, so the network downsamples 8x instead of 32x."""
 
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        activation: str = "relu",
-        small_input: bool = False,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        **backbone: Any,
-    ) -> None:
-        if not alpha > 0:
-            raise ValueError(f"width multiplier alpha must be positive, got {alpha}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        act = ACTIVATIONS[activation]
-        stem = scaled_width(STEM_WIDTH, alpha)
-        stem_stride = 1 if small_input else 2
-        layers = [Layer("0", lambda c: ConvBNAct(c, stem, 3, stride=stem_stride, act=act), stem, stem_stride)]
-        first_stride2 = next(i for i, (_, stride) in enumerate(SEPARABLE_LAYERS) if stride == 2)
-        for index, (width, stride) in enumerate(SEPARABLE_LAYERS):
-            stride = 1 if small_input and index == first_stride2 else stride
-            out_width = scaled_width(width, alpha)
-            layers.append(Layer(str(index + 1), lambda c, w=out_width, s=stride: DepthwiseSeparable(c, w, s, act),
-                                out_width, stride))
-        super().__init__(layers, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                         classifier_bias=True, **backbone)
-        self.alpha = alpha
-        self.activation = activation
-        self.small_input = small_input
+    architecture = staticmethod(mobilenet_v1_rows)  # the rows, without building: registry.model_rows
+
+
+for _alpha in (1.0, 0.75, 0.5, 0.25):  # Table 6
+    register_model(f"mobilenet_v1_{scale_tag(_alpha)}", MobileNetV1, alpha=_alpha)

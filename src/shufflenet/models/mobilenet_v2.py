@@ -6,8 +6,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .builder import ImageClassifier, Layer
+from .builder import ImageClassifier, Row
 from .layers import ConvBNAct, make_divisible
+from .registry import register_model, scale_tag
 
 STEM_WIDTH = 32  # Table 2, first row
 LAST_WIDTH = 1280  # Table 2, the 1x1 conv before the pool; kept at 1280 for multipliers <= 1 (Sec. 6.1)
@@ -45,36 +46,29 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+def mobilenet_v2_rows(width_mult: float = 1.0) -> list[Row]:
+    """MobileNet V2's rows (Table 2); the argument is :class:`MobileNetV2`'s."""
+    if not width_mult > 0:
+        raise ValueError(f"width multiplier must be positive, got {width_mult}")
+    last = make_divisible(LAST_WIDTH * max(1.0, width_mult), 8)
+    return [Row(ConvBNAct, make_divisible(STEM_WIDTH * width_mult, 8), stride=2,
+                options={"kernel_size": 3, "act": nn.ReLU6}),
+            *(Row(InvertedResidual, make_divisible(width * width_mult, 8), repeats, stride, {"expansion": expansion})
+              for expansion, width, repeats, stride in INVERTED_RESIDUAL_SETTINGS),
+            Row(ConvBNAct, last, options={"kernel_size": 1, "act": nn.ReLU6})]
+
+
 class MobileNetV2(ImageClassifier):
     """MobileNet V2 of Table 2. Every width is ``width_mult`` times the table's, rounded to a multiple of 8
     (``make_divisible``); the last 1x1 conv keeps 1280 channels for ``width_mult <= 1``. ``small_input`` (32x32
     images, as ShuffleNet's): the stem conv and the first stride-2 block get stride 1, so the network
     downsamples 8x instead of 32x."""
 
-    def __init__(
-        self,
-        width_mult: float = 1.0,
-        small_input: bool = False,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        **backbone: Any,
-    ) -> None:
-        if not width_mult > 0:
-            raise ValueError(f"width multiplier must be positive, got {width_mult}")
-        stem = make_divisible(STEM_WIDTH * width_mult, 8)
-        stem_stride = 1 if small_input else 2
-        layers = [Layer("0", lambda c: ConvBNAct(c, stem, 3, stride=stem_stride, act=nn.ReLU6), stem, stem_stride)]
-        first_stride2 = next(i for i, (*_, stride) in enumerate(INVERTED_RESIDUAL_SETTINGS) if stride == 2)
-        for row, (expansion, width, repeats, first_stride) in enumerate(INVERTED_RESIDUAL_SETTINGS):
-            out_width = make_divisible(width * width_mult, 8)
-            for i in range(repeats):
-                stride = first_stride if i == 0 and not (small_input and row == first_stride2) else 1
-                layers.append(Layer(str(len(layers)), lambda c, w=out_width, s=stride, t=expansion:
-                                    InvertedResidual(c, w, s, t), out_width, stride))
-        last = make_divisible(LAST_WIDTH * max(1.0, width_mult), 8)
-        layers.append(Layer(str(len(layers)), lambda c: ConvBNAct(c, last, 1, act=nn.ReLU6), last, 1))
-        super().__init__(layers, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                         classifier_bias=True, **backbone)
-        self.width_mult = width_mult
-        self.small_input = small_input
+    architecture = staticmethod(mobilenet_v2_rows)  # the rows, without building: registry.model_rows
+
+    def __init__(self, drop_rate: float = 0.2, **kwargs: Any) -> None:  # torchvision's default dropout
+        super().__init__(drop_rate=drop_rate, **kwargs)
+
+
+for _width in (1.4, 1.3, 1.0, 0.75, 0.5, 0.35):  # the released MobileNet V2 checkpoints
+    register_model(f"mobilenet_v2_{scale_tag(_width)}", MobileNetV2, width_mult=_width)

@@ -11,12 +11,18 @@ from typing import Any, Callable
 import torchvision
 from torch import nn
 
+from .record import ModelRecord
 from .registry import register_model
 
 
 def torchvision_factory(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """``builder`` without weights, its record naming its first conv and its (last linear) classifier."""
     def build(num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-        return builder(weights=None, num_classes=num_classes, **kwargs)
+        model = builder(weights=None, num_classes=num_classes, **kwargs)
+        names = {kind: [name for name, module in model.named_modules() if isinstance(module, kind)]
+                 for kind in (nn.Conv2d, nn.Linear)}
+        model.record = ModelRecord(None, num_classes, first_conv=names[nn.Conv2d][0], classifier=names[nn.Linear][-1])
+        return model
 
     return build
 

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .builder import Row
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -57,7 +59,8 @@ def list_models(pattern: str = "*", reference: bool = True) -> list[str]:
 
 def build_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """A freshly initialised ``name``; ``kwargs`` go to its factory (``small_input=True``, ``features_only=True``,
-    ...). The model records its name and arguments in ``model.arch`` (weight files store them)."""
+    ...). The model's record (``model.record``, a ``ModelRecord``) gets its name and these arguments (weight
+    files store them)."""
     spec = model_spec(name)
     clash = sorted(set(kwargs) & set(spec.kwargs))
     if clash:
@@ -68,5 +71,13 @@ def build_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
         if "unexpected keyword argument" not in str(error):
             raise
         raise ValueError(f"{name} takes no such option: {error}") from None
-    model.arch = {"name": name, "kwargs": kwargs}
+    model.record = model.record.replace(architecture=name, kwargs=kwargs)
     return model
+
+
+def model_rows(name: str) -> list[Row]:
+    """The architecture table (rows) of ``name``, without building the model."""
+    spec = model_spec(name)
+    if spec.reference:
+        raise ValueError(f"{name} is a torchvision reference model; it has no architecture table here")
+    return spec.factory.architecture(**spec.kwargs)

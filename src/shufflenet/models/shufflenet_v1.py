@@ -4,13 +4,14 @@ Stem 3x3 conv s2 + 3x3 max-pool s2, stages 2-4 of ShuffleNet units, global pool,
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .builder import ImageClassifier, Layer, zero_init_residual_ends
+from .builder import ImageClassifier, Row, max_pool, zero_init_residual_ends
 from .layers import ChannelShuffle, ConvBNAct, SqueezeExcite, make_divisible
+from .registry import register_model, scale_tag
 
 # Table 1: stage-2 output width of ShuffleNet 1x for each group count; stages 3 and 4 double it each time.
 STAGE2_WIDTH_1X = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
@@ -21,6 +22,16 @@ STAGE_REPEATS = (4, 8, 4)
 # (keeps the paper's 13 MFLOPs; a 6-channel stem gives 11).
 STEM_WIDTH = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 SHUFFLE_ORDERS = ("paper", "official")
+# Table 5, "ShuffleNet 0.5x (shallow, g = 3)": half the units of stages 2-4 (26 layers). Widths are not
+# published; these raise 0.5x g=3's 120/240/480 to 180/360/720 (12-channel stem): 41.6 MFLOPs, the multiple
+# of 4g = 12 closest to the paper's 40 (168 gives 37.0).
+SHALLOW_X0_5_G3_WIDTHS = (12, 180, 360, 720)
+SHALLOW_REPEATS = (2, 4, 2)
+
+
+def check_groups(groups: int) -> None:
+    if groups not in STAGE2_WIDTH_1X:
+        raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), got {groups}")
 
 
 def shufflenet_v1_widths(scale: float, groups: int) -> tuple[int, int, int, int]:
@@ -31,8 +42,7 @@ def shufflenet_v1_widths(scale: float, groups: int) -> tuple[int, int, int, int]
     so that the first unit's main branch (stage width - stem width) does too. For g = 3 and 8 this reproduces the
     official widths exactly; for g = 2, 4 at 0.25x/0.5x/1.5x it moves a width by at most 2g channels.
     """
-    if groups not in STAGE2_WIDTH_1X:
-        raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), got {groups}")
+    check_groups(groups)
     if scale not in STEM_WIDTH:
         raise ValueError(
             f"ShuffleNet V1 scale must be one of {sorted(STEM_WIDTH)}, got {scale}; "
@@ -110,99 +120,90 @@ class ShuffleUnit(nn.Module):
         return self.act(torch.cat((self.shortcut(x), out), 1))
 
 
-def table1_layers(
+def table1_rows(
     widths: Sequence[int],
     repeats: Sequence[int],
-    unit: Callable[[int, int, int, int, int], nn.Module],
-    small_input: bool = False,
-) -> list[Layer]:
-    """The Table 1 skeleton as builder rows: 3x3 stem conv (stride 2) and 3x3 max-pool (stride 2), then stages 2-4,
-    each ``repeats[i]`` units whose first has stride 2, widths ``widths = (stem, stage 2, stage 3, stage 4)``.
-
-    ``unit(in_channels, out_channels, stride, stage, index)`` builds one unit; the Table 4 comparison structures
-    keep this skeleton and pass their own. ``small_input`` (32x32 images): stride-1 stem and no max-pool, so the
-    network downsamples 8x instead of 32x; nothing else changes.
-    """
+    unit: Callable[..., nn.Module],
+    options: Mapping[str, Any],
+    stage2_first: Mapping[str, Any] | None = None,
+) -> list[Row]:
+    """The Table 1 skeleton as rows: 3x3 stem conv (stride 2) and 3x3 max-pool (stride 2), then stages 2-4, each
+    ``repeats[i]`` ``unit`` blocks (with ``options``) whose first has stride 2, widths ``widths = (stem, stage 2,
+    stage 3, stage 4)``; ``stage2_first``: extra options of the first unit of stage 2. The Table 4 comparison
+    structures keep this skeleton with their own units."""
     if len(widths) != 4 or len(repeats) != 3 or min(repeats) < 1:
         raise ValueError(f"expected 4 widths (stem + 3 stages) and 3 positive repeats, got {widths} and {repeats}")
     stem, *stages = widths
-    stride = 1 if small_input else 2
-    layers = [Layer("stem", lambda c: ConvBNAct(c, stem, 3, stride=stride), stem, stride),
-              Layer("pool", lambda c: nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1), stem, stride)]
+    rows = [Row(ConvBNAct, stem, stride=2, options={"kernel_size": 3}, name="stem"),
+            Row(max_pool, stem, stride=2, name="pool")]
     for stage, (width, repeat) in enumerate(zip(stages, repeats), start=2):
-        def build(in_width: int, stage: int = stage, width: int = width, repeat: int = repeat) -> nn.Sequential:
-            return nn.Sequential(*(unit(in_width if i == 0 else width, width, 2 if i == 0 else 1, stage, i)
-                                   for i in range(repeat)))
-        layers.append(Layer(f"stage{stage}", build, width, 2))
-    return layers
+        rows.append(Row(unit, width, repeat, 2, options, (stage2_first or {}) if stage == 2 else {},
+                        name=f"stage{stage}", stage=True))
+    return rows
+
+
+def shufflenet_v1_rows(
+    groups: int = 3,
+    scale: float = 1.0,
+    widths: Sequence[int] | None = None,
+    repeats: Sequence[int] = STAGE_REPEATS,
+    shuffle: bool = True,
+    se: bool = False,
+    shuffle_order: str = "paper",
+) -> list[Row]:
+    """ShuffleNet V1's rows (Table 1); the arguments are :class:`ShuffleNetV1`'s."""
+    if widths is None:
+        widths = shufflenet_v1_widths(scale, groups)
+    else:
+        check_groups(groups)
+    if len(widths) == 4 and widths[0] % groups:
+        raise ValueError(
+            f"stem width {widths[0]} is not a multiple of groups={groups}: the first unit's main branch "
+            f"({widths[1]} - {widths[0]} channels) must split into {groups} groups"
+        )
+    unit = {"groups": groups, "shuffle": shuffle, "se": se, "shuffle_order": shuffle_order}
+    # Table 1 note: the first pointwise layer of stage 2 is not grouped (only 24 input channels).
+    return table1_rows(widths, repeats, ShuffleUnit, unit, stage2_first={"first_groups": 1})
 
 
 class ShuffleNetV1(ImageClassifier):
     """ShuffleNet V1 of Table 1.
 
-    Args:
+    Args (``groups`` to ``shuffle_order`` go to :func:`shufflenet_v1_rows`):
         groups: g, the group count of the pointwise convolutions (1, 2, 3, 4 or 8).
         scale: s, the width multiplier ("ShuffleNet s x"): 0.25, 0.5, 1.0, 1.5 or 2.0.
         widths: explicit (stem, stage 2, stage 3, stage 4) widths; overrides ``scale``.
         repeats: units per stage (Table 1: 4, 8, 4).
         shuffle: False removes every channel shuffle (Table 3 ablation).
         se: squeeze-excitation in every unit (Table 5, "with SE").
-        small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped (see
-            ``table1_layers``).
+        small_input: for 32x32 images: the stem conv has stride 1 and the max-pool is dropped
+            (``builder.decode``).
         zero_init_last: start the last BN scale of every stride-1 unit at 0, so each such unit begins as the
             identity (Goyal et al., 2017); docs/models.md says why it is on by default.
         shuffle_order: "paper" (Sec. 3.1) or "official" (megvii's inverse permutation, see ``ShuffleUnit``).
-        features_only, out_indices, frozen_stages, norm_eval: the backbone options of ``ImageClassifier``.
+        num_classes, in_chans, drop_rate, features_only, out_indices, frozen_stages, norm_eval: as for
+            ``ImageClassifier``.
     """
 
-    def __init__(
-        self,
-        groups: int = 3,
-        scale: float = 1.0,
-        widths: Sequence[int] | None = None,
-        repeats: Sequence[int] = STAGE_REPEATS,
-        shuffle: bool = True,
-        se: bool = False,
-        small_input: bool = False,
-        zero_init_last: bool = True,
-        shuffle_order: str = "paper",
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        **backbone: Any,
-    ) -> None:
-        if widths is None:
-            widths = shufflenet_v1_widths(scale, groups)
-        elif groups not in STAGE2_WIDTH_1X:
-            raise ValueError(f"ShuffleNet V1 is defined for groups in {sorted(STAGE2_WIDTH_1X)} (Table 1), "
-                             f"got {groups}")
-        if len(widths) == 4 and widths[0] % groups:
-            raise ValueError(
-                f"stem width {widths[0]} is not a multiple of groups={groups}: the first unit's main branch "
-                f"({widths[1]} - {widths[0]} channels) must split into {groups} groups"
-            )
+    architecture = staticmethod(shufflenet_v1_rows)  # the rows, without building: registry.model_rows
+    classifier_bias = False  # the official classifier is Linear(C, classes, bias=False)
 
-        def unit(in_channels: int, out_channels: int, stride: int, stage: int, index: int) -> ShuffleUnit:
-            # Table 1 note: the first pointwise layer of stage 2 is not grouped (only 24 input channels).
-            first_groups = 1 if stage == 2 and index == 0 else groups
-            return ShuffleUnit(in_channels, out_channels, stride, groups, first_groups, shuffle, se, shuffle_order)
-
-        super().__init__(
-            table1_layers(widths, repeats, unit, small_input),
-            num_classes=num_classes,
-            in_chans=in_chans,
-            drop_rate=drop_rate,
-            classifier_bias=False,  # the official classifier is Linear(C, classes, bias=False)
-            **backbone,
-        )
+    def __init__(self, zero_init_last: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if zero_init_last:
             zero_init_residual_ends(self, ShuffleUnit, lambda unit: unit.pw2.bn)
-        self.groups = groups
-        self.widths = tuple(widths)
-        self.repeats = tuple(repeats)
-        self.shuffle = shuffle
-        self.se = se
-        self.small_input = small_input
-        self.shuffle_order = shuffle_order
-        self.too_small_hint = "" if small_input else "; for 32x32 images build the model with small_input=True"
+        unit = self.rows[-1].options
+        self.groups, self.shuffle, self.se, self.shuffle_order = (
+            unit["groups"], unit["shuffle"], unit["se"], unit["shuffle_order"])
+        self.widths = tuple(row.channels for row in self.rows if row.block is not max_pool)  # stem, stages 2-4
+        self.repeats = tuple(row.repeats for row in self.rows if row.stage)
+
+
+for _scale in sorted(STEM_WIDTH):
+    for _groups in sorted(STAGE2_WIDTH_1X):
+        register_model(f"shufflenet_v1_{scale_tag(_scale)}_g{_groups}", ShuffleNetV1, groups=_groups, scale=_scale)
+register_model(
+    "shufflenet_v1_x0_5_g3_shallow", ShuffleNetV1, groups=3, widths=SHALLOW_X0_5_G3_WIDTHS, repeats=SHALLOW_REPEATS
+)
+register_model("shufflenet_v1_x2_0_g3_se", ShuffleNetV1, groups=3, scale=2.0, se=True)  # Table 5, "with SE"
 

@@ -21,9 +21,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .builder import ImageClassifier, zero_init_residual_ends
+from .builder import ImageClassifier, Row, max_pool, zero_init_residual_ends
 from .layers import ConvBNAct
-from .shufflenet_v1 import STAGE_REPEATS, ShuffleUnit, table1_layers
+from .registry import register_model
+from .shufflenet_v1 import STAGE_REPEATS, ShuffleUnit, table1_rows
 
 STRUCTURES = ("vgg", "resnet", "xception", "resnext")
 RESNEXT_CARDINALITY = 16  # Table 4 text: "cardinality = 16, bottleneck ratio = 1:2"
@@ -74,13 +75,22 @@ class Bottleneck(nn.Module):
         return self.act(torch.cat((self.shortcut(x), out), 1))
 
 
-def structure_unit(structure: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-    if structure == "vgg":
-        return VGGBlock(in_channels, out_channels, stride)
-    if structure == "xception":  # pointwise convs dense (g = 1), no shuffle
-        return ShuffleUnit(in_channels, out_channels, stride, groups=1, shuffle=False)
-    cardinality = RESNEXT_CARDINALITY if structure == "resnext" else 1
-    return Bottleneck(in_channels, out_channels, stride, BOTTLENECK_RATIO[structure], cardinality)
+# Each structure's unit and its options (Sec. 4.2); Xception-like is the ShuffleNet unit with dense pointwise
+# convs (g = 1) and no shuffle.
+STRUCTURE_UNITS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "vgg": (VGGBlock, {}),
+    "resnet": (Bottleneck, {"ratio": BOTTLENECK_RATIO["resnet"]}),
+    "xception": (ShuffleUnit, {"groups": 1, "shuffle": False}),
+    "resnext": (Bottleneck, {"ratio": BOTTLENECK_RATIO["resnext"], "cardinality": RESNEXT_CARDINALITY}),
+}
+
+
+def comparison_rows(structure: str, widths: Sequence[int], repeats: Sequence[int] = STAGE_REPEATS) -> list[Row]:
+    """A Table 4 structure's rows; the arguments are :class:`ComparisonNet`'s."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+    unit, options = STRUCTURE_UNITS[structure]
+    return table1_rows(widths, repeats, unit, options)
 
 
 class ComparisonNet(ImageClassifier):
@@ -88,29 +98,18 @@ class ComparisonNet(ImageClassifier):
     ``widths = (stem, stage 2, stage 3, stage 4)``; ``small_input`` as for ShuffleNet; residual units start as
     the identity (``zero_init_last``), as ShuffleNet's do."""
 
-    def __init__(
-        self,
-        structure: str,
-        widths: Sequence[int],
-        repeats: Sequence[int] = STAGE_REPEATS,
-        small_input: bool = False,
-        zero_init_last: bool = True,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        **backbone: Any,
-    ) -> None:
-        if structure not in STRUCTURES:
-            raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+    architecture = staticmethod(comparison_rows)  # the rows, without building: registry.model_rows
 
-        def unit(in_channels: int, out_channels: int, stride: int, stage: int, index: int) -> nn.Module:
-            return structure_unit(structure, in_channels, out_channels, stride)
+    classifier_bias = False
 
-        super().__init__(table1_layers(widths, repeats, unit, small_input), num_classes=num_classes,
-                         in_chans=in_chans, drop_rate=drop_rate, classifier_bias=False, **backbone)
+    def __init__(self, zero_init_last: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if zero_init_last:
             zero_init_residual_ends(self, Bottleneck, lambda unit: unit.pw2.bn)
             zero_init_residual_ends(self, ShuffleUnit, lambda unit: unit.pw2.bn)
-        self.structure = structure
-        self.widths = tuple(widths)
-        self.small_input = small_input
+        self.widths = tuple(row.channels for row in self.rows if row.block is not max_pool)  # stem, stages 2-4
+
+
+for _structure, _budgets in TABLE4_WIDTHS.items():  # Table 4's comparison structures at 140 / 38 / 13 MFLOPs
+    for _budget, _widths in _budgets.items():
+        register_model(f"table4_{_structure}_{_budget}m", ComparisonNet, structure=_structure, widths=_widths)

@@ -12,7 +12,7 @@ from ..io.results import write_result
 from ..models.complexity import Profile, profile
 from ..models.registry import build_model
 from ..paper.published import PUBLISHED_COMPLEXITY
-from ..tables import format_table
+from ..text_table import format_table
 
 HEADERS = ("source", "published as", "our model", "res", "MFLOPs", "published", "diff %", "same rounded",
            "params M", "published", "diff %", "same rounded", "note")
