@@ -152,6 +152,10 @@ def measured_table() -> str:
                    lambda r: f"native / reshape time: {min(r['ratios']):.2f}-{max(r['ratios']):.2f} over every case"),
             simple("train_throughput.json", "training throughput, 224x224, batch 32",
                    lambda r: "; ".join(f"{name} {rate:.1f} images/s" for name, rate in r["images_per_sec"].items())),
+            simple("grid_throughput.json", "reproduce grid throughput, same cells both ways",
+                   lambda r: "; ".join(f"{way}: {rate:.0f} images/s" for way, rate in r["images_per_sec"].items())
+                   + f" (**{r['speedup']:.2f}x**, target 1.8x; {len(r['models'])} cells of "
+                     f"{r['epochs'] * r['steps_per_epoch']} steps)"),
             reproduce_row(), detection_row()]
     rows = [row for row in rows if row is not None]
     if not rows:

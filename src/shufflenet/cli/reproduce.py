@@ -44,9 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     cells.add_argument("--gpus-per-cell", type=bounded(float, 0, 1),
                        help="GPU share of each cell: 0.25 packs four cells on one GPU; each cell with a GPU trains "
                             "with CUDA, AMP (bf16) and channels_last (default: 1 where there are GPUs, else 0)")
-    cells.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                       help="torch.compile each cell's model (default on; --no-compile for eager cells: the "
-                            "compilation takes about a minute per cell)")
+    cells.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch.compile each cell's model (default off: on this project's CPU, two compiled "
+                            "cells at 1 thread trained slower than one eager cell at 2, results/grid_throughput.json)")
     cells.add_argument("--address", help="join this Ray cluster (e.g. HEAD:6379, or auto) instead of starting one; "
                                          "--runs, --output and --data-dir must then be on storage every node sees "
                                          "at the same path (checked at the start)")

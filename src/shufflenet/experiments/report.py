@@ -150,6 +150,81 @@ def short_label(row: Row) -> str:
     return label.split("(")[0].strip() if row.table == "table4" else label
 
 
+def seed_differences(better: Row, baseline: Row, cells: dict[str, dict[str, Any]], epochs: int,
+                     seeds: int) -> list[float]:
+    """The baseline's error minus the favoured row's, seed by seed (where both cells of a seed finished)."""
+    out = []
+    for seed in range(seeds):
+        names = [Cell(row.key, row.model, row.model_args, seed, epochs).name for row in (better, baseline)]
+        if all(name in cells for name in names):
+            out.append(cells[names[1]]["top1_err"] - cells[names[0]]["top1_err"])
+    return out
+
+
+def scales_of(cells: dict[str, dict[str, Any]]) -> list[int]:
+    """The epochs per cell of every grid whose results are here (2, 10, ...)."""
+    return sorted({cell["cell"]["epochs"] for cell in cells.values()})
+
+
+def scale_comparison(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], seeds: int) -> str:
+    """Every pair at every scale: our difference (mean over seeds), the seed spread and the verdict."""
+    scales = scales_of(cells)
+    lines = []
+    for table, rows in tables.items():
+        for scale_verdicts in zip(*(verdicts(rows, cells, epochs, seeds) for epochs in scales)):
+            first = scale_verdicts[0]
+            line = [table, first["better"].label, first["baseline"].label,
+                    None if first["paper"] is None else round(first["paper"], 1)]
+            for v in scale_verdicts:
+                if v["ours"] is None:
+                    line.append("not run")
+                    continue
+                noise = "one seed" if v["spread"] is None else f"spread {v['spread']:.2f}"
+                verdict = ("agrees" if v["agrees"] else "disagrees") + (", decides" if v["decides"] else "")
+                line.append(f"{v['ours']:+.2f} ({noise}; {verdict})")
+            lines.append(tuple(line))
+    headers = ("table", "favoured by the paper", "against", "paper: lower by",
+               *(f"ours at {epochs} epochs: lower by" for epochs in scales))
+    return format_table(headers, lines)
+
+
+def plot_scales(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], seeds: int, path: Path) -> Path:
+    """Each pair's difference (baseline error minus favoured error; above 0: the paper's sign) against the epochs
+    per cell, mean over the seeds with error bars of their standard deviation, one panel per table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = scales_of(cells)
+    figure, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 4.0), squeeze=False)
+    for axis, (table, rows) in zip(axes[0], tables.items()):
+        for better, baseline in pairs(rows):
+            points = [(epochs, seed_differences(better, baseline, cells, epochs, seeds)) for epochs in scales]
+            points = [(epochs, d) for epochs, d in points if d]
+            if not points:
+                continue
+            means = [statistics.mean(d) for _, d in points]
+            stds = [statistics.stdev(d) if len(d) > 1 else 0.0 for _, d in points]
+            axis.errorbar([e for e, _ in points], means, yerr=stds, marker="o", capsize=3, linewidth=1,
+                          label=f"{short_label(better)} vs {short_label(baseline)}")
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(scales)
+        axis.set_xlabel("epochs per cell")
+        axis.set_ylabel("error lower by (points)")
+        axis.set_title(TITLES[table], fontsize=9)
+        axis.legend(fontsize=5)
+        axis.grid(alpha=0.3)
+    figure.suptitle("Each pair's difference against training length (mean over seeds, bars: their std)",
+                    fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+    plt.close(figure)
+    return path
+
+
 def render(tables: dict[str, list[Row]], results: Path, docs: Path, epochs: int, seeds: int,
            header: str) -> str:
     """Write docs/reproduction.md (keeping its discussion) and the plots; return the page."""
@@ -159,6 +234,11 @@ def render(tables: dict[str, list[Row]], results: Path, docs: Path, epochs: int,
         plot = plot_table(table, rows, cells, epochs, seeds, docs / "reproduction" / f"{table}.png")
         page += [f"## {TITLES[table]}", "", f"The paper: {CLAIMS[table]}", "",
                  table_markdown(rows, cells, epochs, seeds), "", f"![{table}](reproduction/{plot.name})", ""]
+    if len(scales_of(cells)) > 1:
+        plot = plot_scales(tables, cells, seeds, docs / "reproduction" / "scales.png")
+        page += ["## Both scales", "", "Every pair at every length of training whose cells are here (a grid that "
+                 "is still running shows its finished cells; `not run` where a pair has none yet).", "",
+                 scale_comparison(tables, cells, seeds), "", f"![scales](reproduction/{plot.name})", ""]
     target = docs / "reproduction.md"
     discussion = f"{DISCUSSION_START}\n## Discussion\n\n(to be written from the results)\n{DISCUSSION_END}"
     if target.is_file():
