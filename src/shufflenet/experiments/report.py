@@ -137,6 +137,13 @@ def plot_table(table: str, rows: list[Row], cells: dict[str, dict[str, Any]], ep
                        "paper: ImageNet", fontsize=9)
         axis.grid(alpha=0.3)
     figure.suptitle(f"{TITLES[table]} (green: favoured by the paper, red: what it should beat)", fontsize=10)
+    return save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> Path:
+    """Lay out ``figure``, write it to ``path`` as a PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
@@ -217,12 +224,7 @@ def plot_scales(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], 
         axis.grid(alpha=0.3)
     figure.suptitle("Each pair's difference against training length (mean over seeds, bars: their std)",
                     fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def render(tables: dict[str, list[Row]], results: Path, docs: Path, epochs: int, seeds: int,
