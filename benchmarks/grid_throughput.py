@@ -1,6 +1,7 @@
 """The reproduce grid's throughput: the same grid cells trained the way the grid ran them before (one cell at a
-time in one process, 2 threads, eager) and the new way (cells as Ray tasks, several at once, with the threads
-each cell gets and torch.compile), in one run, on real CIFAR-10.
+time in one process, 2 threads, eager) and the new way (``shufflenet reproduce`` without options: cells as Ray
+tasks on a local instance, as many at once as the plan for this machine holds, with its threads per cell; eager
+unless ``--compile``), in one run, on real CIFAR-10.
 
 Each cell trains ``--epochs`` epochs of ``--steps`` steps (batch 256, the grid's recipe) and is evaluated after
 every epoch on the 10,000 test images, as a grid cell is; compile warm-up, Ray's start-up and the evaluations are
@@ -9,7 +10,7 @@ whole set; the ratio new / old is the issue's target (at least 1.8x). Ways run i
 ``--repeats`` rounds (old, new, old, new, ...), medians reported.
 
     python benchmarks/grid_throughput.py --data-dir ../shared/data/cifar10 [--steps 100] [--epochs 2]
-        [--repeats 1] [--json results/grid_throughput.json]
+        [--repeats 1] [--workers N] [--threads-per-cell T] [--compile] [--json results/grid_throughput.json]
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shufflenet.experiments.cluster import run_grid
+from shufflenet.experiments.cluster import local_resources, plan_for, run_grid
 from shufflenet.experiments.grid import Cell, Grid
 from shufflenet.io.results import write_result
 from shufflenet.text_table import format_table
@@ -61,16 +62,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch of each cell")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2, help="the new way: cells at once")
+    parser.add_argument("--workers", type=int, default=None, help="the new way: cells at once (default: the plan's)")
     parser.add_argument("--threads-per-cell", type=int, default=None,
-                        help="the new way: threads of every cell (default: the grid's own choice per cell)")
+                        help="the new way: threads of every cell (default: the plan's)")
+    parser.add_argument("--compile", action="store_true", help="the new way: torch.compile every cell")
     parser.add_argument("--json", help="write the result record here")
     args = parser.parse_args()
     cells = [Cell(model, model, None, 0, args.epochs) for model in args.models]
+    plan = plan_for([local_resources()], args.workers, args.threads_per_cell, None)
+    new_way = (f"now: Ray, {plan.workers} cells at once, {plan.threads} thread(s) each, "
+               f"{'compiled' if args.compile else 'eager'}")
     ways = {"before: one cell at a time, 2 threads, eager": dict(workers=0, threads=2, compile_cells=False),
-            f"now: Ray, {args.workers} cells at once, compiled": dict(workers=args.workers,
-                                                                     threads=args.threads_per_cell,
-                                                                     compile_cells=True)}
+            new_way: dict(workers=plan.workers, threads=plan.threads, compile_cells=args.compile)}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ways}
     for _ in range(args.repeats):
         for name, way in ways.items():
@@ -82,7 +85,8 @@ def main() -> None:
     print(format_table(("way", "wall-clock s (median)", "images/s (median)"), rows))
     print(f"\nthroughput now / before: {now / before:.2f}x (target 1.8x)")
     if args.json:
-        write_result(args.json, {"models": args.models, "steps_per_epoch": args.steps, "epochs": args.epochs,
+        write_result(args.json, {"models": args.models, "plan": {**vars(plan), "compile": args.compile},
+                                 "steps_per_epoch": args.steps, "epochs": args.epochs,
                                  "batch": BATCH, "repeats": args.repeats, "ways": runs,
                                  "images_per_sec": {name: value for name, value in zip(ways, (before, now))},
                                  "speedup": now / before})

@@ -13,6 +13,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker computes on its share of the cores, so
+    that the workers do not oversubscribe them."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def count(name: str, resolution: int = 224, **kwargs):
     """Profile a registered model built on the meta device (no computation)."""
     with torch.device("meta"):
@@ -27,6 +37,22 @@ OFFICIAL_WIDTHS = {
     (8, 0.5): (16, 192, 384, 768), (8, 1.0): (24, 384, 768, 1536),
     (8, 1.5): (24, 576, 1152, 2304), (8, 2.0): (48, 768, 1536, 3072),
 }
+
+
+@pytest.fixture
+def few_cifar_images(monkeypatch):
+    """CIFAR read in this process keeps only its first 1,000 training and 500 test images (the reader still
+    checks the files' full counts): a grid test's evaluations then cost a twentieth of the full test split."""
+    from shufflenet.data import sources
+
+    real = sources.load_cifar
+
+    def first_images(root, name, train, *args):
+        images, labels, classes = real(root, name, train, *args)
+        keep = 1000 if train else 500
+        return images[:keep], labels[:keep], classes
+
+    monkeypatch.setattr(sources, "load_cifar", first_images)
 
 
 def write_fake_cifar(root: Path) -> Path:

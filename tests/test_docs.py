@@ -9,7 +9,7 @@ import pytest
 
 from shufflenet.bench.latency import results_table
 from shufflenet.bench.table8 import table8_rows
-from shufflenet.experiments.report import load_cells, table_markdown
+from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +95,23 @@ QUOTES = [
 ]
 
 
+def grid_speedup(record: dict) -> str:
+    (before,), (now,) = record["ways"].values()
+    return (f"{before['seconds']:.0f} s one cell at a time on 2 threads against {now['seconds']:.0f} s on Ray, "
+            f"**{record['speedup']:.2f}x**")
+
+
+def grid_ideal(record: dict) -> str:
+    """Two cells at once, each at its own one-thread speed, against one cell at a time on two threads."""
+    (before,), (now,) = record["ways"].values()
+    seconds = [sum(cell["train_seconds"] for cell in way["cells"].values()) for way in (before, now)]
+    return f"at most {2 * seconds[0] / seconds[1]:.2f}x"
+
+
+QUOTES += [("reproduction.md", "grid_throughput.json", grid_speedup),
+           ("reproduction.md", "grid_throughput.json", grid_ideal)]
+
+
 @pytest.mark.parametrize("page,name,quoted", QUOTES)
 def test_docs_quote_the_result_files(page, name, quoted):
     expected = quoted(result(name))
@@ -108,11 +125,15 @@ def test_generated_docs_tables_are_the_result_files():
     page = doc("table8.md")
     assert table8_rows(table8["measurements"], resolutions) in page and results_table(table8) in page
     cells = load_cells(ROOT / "results" / "reproduce")
-    (epochs,) = {c["cell"]["epochs"] for c in cells.values()}
-    seeds = len({c["cell"]["seed"] for c in cells.values()})
+    seeds = {epochs: len({c["cell"]["seed"] for c in cells.values() if c["cell"]["epochs"] == epochs})
+             for epochs in scales_of(cells)}
     page = doc("reproduction.md")
-    for table in TRAINING_TABLES:
-        assert table_markdown(table_rows(table), cells, epochs, seeds) in page, table
+    shown = [epochs for epochs in seeds if all(table_markdown(table_rows(table), cells, epochs, seeds[epochs]) in page
+                                               for table in TRAINING_TABLES)]
+    assert len(shown) == 1, f"the page's tables should be those of one --epochs, found {shown}"
+    if len(seeds) > 1:  # a second scale: every pair at both, with the seeds of the page's tables
+        tables = {table: table_rows(table) for table in TRAINING_TABLES}
+        assert scale_comparison(tables, cells, seeds[shown[0]]) in page
     detection = load_script("detection_table")
     records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "detection").glob("*.json"))]
     assert detection.results_table(records) in doc("detection.md")

@@ -144,7 +144,7 @@ def test_export_cli_bad_input_is_one_clear_line(tmp_path, capsys):
     from shufflenet.cli import main
 
     assert main(["export", "shufflenet_v1_x0_25_g8", "-o", str(tmp_path / "m.onnx"), "--int8"]) == 2
-    assert "--int8 needs --format onnx and --calib" in capsys.readouterr().err
+    assert "--int8 needs --format onnx or executorch and --calib" in capsys.readouterr().err
     assert main(["export", "shufflenet_v1_x0_25_g8", "-o", str(tmp_path / "missing" / "m.onnx"),
                  "--resolution", "64"]) == 2
     assert "does not exist; create it first" in capsys.readouterr().err

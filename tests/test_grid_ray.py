@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
@@ -63,11 +63,12 @@ def test_gpus_nobody_has_are_refused_in_one_line_before_ray_starts(cifar, tmp_pa
     with pytest.raises(ValueError, match="--threads-per-cell 4 or less"):
         check_resources([Resources(4, 0), Resources(2, 0)], 8, 0, "the cluster")
     check_resources([Resources(4, 0), Resources(8, 1)], 8, 0.25, "the cluster")
-    # defaults: 2 threads per cell; four cells to a GPU at 0.25; --workers shares one node's cores
-    assert plan_for([Resources(16, 1)], None, None, 0.25) == Plan(4, 2, 0.25)
-    assert plan_for([Resources(16, 2)], None, None, None) == Plan(2, 2, 1.0)
+    # defaults: 1 thread per cell, one cell per core; four cells to a GPU at 0.25; --workers shares a node's cores
+    assert plan_for([Resources(16, 1)], None, None, 0.25) == Plan(4, 1, 0.25)
+    assert plan_for([Resources(16, 2)], None, None, None) == Plan(2, 1, 1.0)
     assert plan_for([Resources(16, 0)], 4, None, None) == Plan(4, 4, 0.0)
-    assert plan_for([Resources(2, 0)], None, None, None) == Plan(1, 2, 0.0)
+    assert plan_for([Resources(2, 0)], None, None, None) == Plan(2, 1, 0.0)
+    assert plan_for([Resources(2, 0), Resources(4, 0)], None, 2, None) == Plan(3, 2, 0.0)
 
 
 def test_ray_is_imported_only_when_a_grid_runs_on_it():
@@ -91,11 +92,40 @@ def test_a_cell_locked_by_another_driver_is_running_and_left_to_it(cifar, tmp_pa
     assert not ray.is_initialized()
 
 
+@dataclass
+class Untrained(Grid):
+    """Cells that write the configuration they would train and a made-up result (no training: scheduling is
+    what is tested), with estimates of their training seconds given by the test."""
+
+    estimates: dict[str, float] = field(default_factory=dict)
+
+    def seconds_left(self, cells):
+        return {cell.name: self.estimates.get(cell.name, 1.0) for cell in cells}
+
+    def train_cell(self, cell, device=None):
+        run_dir = self.runs / cell.name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(self.config(cell, device))))
+        return {"run_dir": str(run_dir), "eval_top1_err": 90.0, "eval_top5_err": 50.0, "eval_top1": 10.0,
+                "train_seconds": 1.0, "images_per_sec": 1.0, "epoch": 1}
+
+
+def test_a_time_limit_starts_only_the_cells_that_end_within_it(cifar, tmp_path, capsys):
+    cells = [Cell(TINY, TINY, None, seed, 1) for seed in range(4)]
+    grid = tiny_grid(Untrained, cifar, tmp_path, estimates={cells[0].name: 30 * 60.0, cells[1].name: 3 * 60.0,
+                                                            cells[2].name: 8 * 60.0})
+    records = run_grid(grid, cells, workers=0, progress=False, time_limit=10)  # 10 minutes: not the 30-minute cell
+    assert sorted(r["cell"]["seed"] for r in records) == [1, 2, 3]
+    assert [grid.state(cell)[0] for cell in cells] == ["pending", "done", "done", "done"]
+    assert run_grid(grid, cells, workers=0, progress=False, time_limit=20) == []  # still does not fit
+    assert [r["cell"]["seed"] for r in run_grid(grid, cells, workers=0, progress=False)] == [0]  # no limit
+    assert not ray.is_initialized()
+
+
 # --- on the module's Ray instance (the first test warms its four workers: each imports torch) ---
 
-class MeetAllFour(Grid):
-    """Each cell waits until four cells run at once (else it fails, and the test with it), then writes the
-    configuration it would train (no training: scheduling is what is tested here)."""
+class MeetAllFour(Untrained):
+    """Each cell waits until four cells run at once (else it fails, and the test with it)."""
 
     def train_cell(self, cell, device=None):
         self.runs.mkdir(parents=True, exist_ok=True)
@@ -105,11 +135,7 @@ class MeetAllFour(Grid):
             if time.time() > deadline:
                 raise RuntimeError(f"only {len(list(self.runs.glob('*.here')))} cells ran at once")
             time.sleep(0.1)
-        run_dir = self.runs / cell.name
-        run_dir.mkdir()
-        (run_dir / "config.json").write_text(json.dumps(asdict(self.config(cell, device))))
-        return {"run_dir": str(run_dir), "eval_top1_err": 90.0, "eval_top5_err": 50.0, "eval_top1": 10.0,
-                "train_seconds": 1.0, "images_per_sec": 1.0, "epoch": 1}
+        return super().train_cell(cell, device)
 
 
 def test_cells_pack_four_to_a_gpu(local_ray, cifar, tmp_path):
@@ -146,6 +172,14 @@ def test_two_workers_on_ray_give_the_results_of_one_cell_at_a_time(local_ray, ci
     spans = sorted((r["placement"]["started"], r["placement"]["ended"]) for r in two.values())
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two cells at once
     assert [on_ray.state(cell)[0] for cell in cells] == ["done"] * 2
+
+
+def test_on_ray_a_time_limit_leaves_the_cells_that_would_end_past_it(local_ray, cifar, tmp_path):
+    cells = [Cell(TINY, TINY, None, seed, 1) for seed in range(3)]
+    grid = tiny_grid(Untrained, cifar, tmp_path, estimates={cells[0].name: 60 * 60.0})
+    records = run_grid(grid, cells, workers=2, progress=False, time_limit=5)
+    assert sorted(r["cell"]["seed"] for r in records) == [1, 2]
+    assert [grid.state(cell)[0] for cell in cells] == ["pending", "done", "done"]  # not left locked either
 
 
 def test_a_cell_that_fails_is_recorded_and_the_others_go_on(local_ray, cifar, tmp_path, capsys):

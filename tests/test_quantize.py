@@ -130,4 +130,7 @@ def test_export_int8_cli_reports_the_accuracy_change(tmp_path, capsys):
     expected = (percent(int8 == fp32), percent(fp32 == labels), percent(int8 == labels))
     assert [float(v) for v in reported.groups()[:3]] == pytest.approx(expected, abs=0.005)
     assert float(reported.group(4)) == pytest.approx(expected[2] - expected[1], abs=0.005)
-    assert expected[0] < 100 and expected[1] != expected[2]  # figures that a wrong computation would not hit
+    # int8 changes predictions, so agreement and the two top-1s are distinct figures (fp32 and int8 top-1 may still
+    # coincide on 40 images: that depends on the CPU's int8 kernels; test_scores_on_labelled_cifar_follow_the_labels
+    # checks the scoring itself)
+    assert expected[0] < 100

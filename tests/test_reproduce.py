@@ -75,7 +75,7 @@ def test_one_seed_has_no_spread_and_decides_nothing(tmp_path):
     assert g8["spread"] is None and not g8["decides"]
 
 
-def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys):
+def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys, few_cifar_images):
     write_fake_cifar(tmp_path / "cifar")
     grid = ["--data-dir", str(tmp_path / "cifar"), "--no-md5-check", "--epochs", "2", "--seeds", "1",
             "--output", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
@@ -130,6 +130,9 @@ def test_grid_without_data_says_where_to_get_cifar(tmp_path, capsys):
 
 
 def test_table1_writes_its_record_and_page(tmp_path, capsys):
+    assert main(["reproduce", "table1", "--list", "--output", str(tmp_path / "results" / "reproduce"), "--docs",
+                 str(tmp_path / "docs")]) == 0
+    assert not (tmp_path / "results" / "table1.json").exists()  # --list lists and writes nothing
     assert main(["reproduce", "table1", "--output", str(tmp_path / "results" / "reproduce"), "--docs",
                  str(tmp_path / "docs")]) == 0
     record = json.loads((tmp_path / "results" / "table1.json").read_text())

@@ -200,21 +200,13 @@ def two_process_run(tmp_path: Path, name: str, port: int, *extra: str) -> subpro
     return torchrun("train", *TINY, "--output", str(tmp_path), "--name", name, *extra, port=port)
 
 
-def test_two_gloo_processes_stay_in_sync(tmp_path):
-    result = two_process_run(tmp_path, "ddp", 29571, "--epochs", "2")
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = metrics(tmp_path / "ddp")
-    assert [r["world_size"] for r in rows] == [2, 2] and all(r["ranks_in_sync"] for r in rows)
-    assert rows[-1]["eval_images"] == 450  # both halves of the test set counted once
-
-
 def worker_pids(agent: subprocess.Popen) -> list[int]:
     """The processes torchrun started (children of its agent)."""
     children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
     return sorted(int(pid) for pid in children)
 
 
-def test_sigterm_to_one_of_two_processes_stops_both_saves_once_and_resumes(tmp_path):
+def test_two_processes_stay_in_sync_and_sigterm_to_one_stops_both_saves_once_and_resumes(tmp_path):
     agent = torchrun("train", *TINY, "--epochs", "60", "--output", str(tmp_path), "--name", "stop", port=29573,
                      wait=False)
     path = tmp_path / "stop" / "metrics.jsonl"
@@ -234,7 +226,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_saves_once_and_resumes(tmp_p
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = metrics(tmp_path / "stop")
     assert [r["epoch"] for r in rows] == list(range(1, saved["position"]["epoch"] + 3))
-    assert all(r["ranks_in_sync"] for r in rows)
+    assert all(r["ranks_in_sync"] and r["world_size"] == 2 for r in rows)
+    assert rows[-1]["eval_images"] == 450  # both halves of the test set counted once
 
 
 def test_time_budget_of_two_processes_ends_both_at_the_same_step(tmp_path):

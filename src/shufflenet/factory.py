@@ -1,10 +1,12 @@
-"""A model for use, from a registered name, a weight file or an ONNX file: ``create_model`` and ``load``.
+"""A model for use, from a registered name, a weight file, an ONNX file or an ExecuTorch program: ``create_model``
+and ``load``.
 
 ``create_model(name, weights=FILE)`` builds a registered network and loads a weight file into it (timm's and
 torchvision's way). ``load(source)`` is the one entry point for inference: given a name, a weight file
-(``.safetensors``, ``.pth``) or an exported ``.onnx`` file, it returns a runner (images -> logits) with the
-preprocessing and the class names that go with it, and the PyTorch model when there is one. Every weight
-file's recorded shapes are checked against its tensors on the meta device before anything is allocated.
+(``.safetensors``, ``.pth``), an exported ``.onnx`` file or ``.pte`` program, it returns a runner (images ->
+logits) with the preprocessing and the class names that go with it, and the PyTorch model when there is one.
+Every weight file's recorded shapes are checked against its tensors on the meta device before anything is
+allocated.
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def class_names(num_classes: int, recorded: list[str] | None = None) -> list[str
 @dataclass
 class LoadedModel:
     """What inference needs: ``run`` (images -> logits), the ``preprocessing`` its inputs need, the class names,
-    and the PyTorch ``model`` (None for an ONNX file). ``random_weights``: built without any weights."""
+    and the PyTorch ``model`` (None for an exported file). ``random_weights``: built without any weights."""
 
     name: str
     run: Runner
@@ -113,14 +115,20 @@ def model_runner(model: nn.Module, device: torch.device | str = "cpu", *, channe
 
 def load(source: str | os.PathLike, weights: str | os.PathLike | None = None, num_classes: int | None = None,
          threads: int = 1, device: torch.device | str = "cpu", **kwargs: Any) -> LoadedModel:
-    """``source``: a registered name (with ``weights``, or randomly initialised), a weight file, or an ``.onnx``
-    file (run by ONNX Runtime on ``threads`` threads). A PyTorch model is put in eval mode on ``device``."""
+    """``source``: a registered name (with ``weights``, or randomly initialised), a weight file, an ``.onnx``
+    file (run by ONNX Runtime on ``threads`` threads) or a ``.pte`` program (ExecuTorch's runtime, ``threads``
+    threads). A PyTorch model is put in eval mode on ``device``."""
     text = str(source)
-    if text.endswith(".onnx"):
+    if text.endswith((".onnx", ".pte")):
         if weights is not None:
-            raise ValueError("an ONNX file carries its own weights; drop --weights")
-        metadata = read_onnx_metadata(source)
-        run = onnx_runner(source, threads)
+            raise ValueError(f"an exported {Path(text).suffix} file carries its own weights; drop --weights")
+        if text.endswith(".pte"):
+            from .io.pte_file import load_pte
+
+            run, metadata = load_pte(source, threads)
+        else:
+            metadata = read_onnx_metadata(source)
+            run = onnx_runner(source, threads)
         outputs = int(metadata.get("num_classes", 0)) or None
         names = onnx_class_names(metadata)
         return LoadedModel(metadata.get("model", Path(text).stem), run, onnx_preprocessing(metadata),

@@ -9,7 +9,9 @@ measured in the same run with the same thread count (its best runs: what a kerne
 Backends: ``eager`` (the model as built), ``eager-opt`` (BN folded, channels_last), ``eager-compile``
 (``eager-opt`` through ``torch.compile`` with weight freezing), ``ort`` (ONNX Runtime fp32 of our export:
 BN folded, blocked-layout rewrite), ``ort-plain`` (the same without the rewrite) and ``ort-int8``
-(``ort`` quantized by :func:`quantize_onnx`).
+(``ort`` quantized by :func:`quantize_onnx`), ``executorch`` and ``executorch-int8`` (our .pte lowered to
+XNNPACK, fp32 and PT2E int8: ``deploy.executorch``; run by ExecuTorch's runtime with its threadpool set to the
+cell's thread count, which the cell records as the runtime reports it).
 """
 from __future__ import annotations
 
@@ -25,14 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..deploy.executorch import export_executorch
 from ..deploy.export import export_onnx, random_inputs
 from ..deploy.folding import fold_batchnorm
 from ..deploy.int8 import quantize_onnx
 from ..io.onnx_file import onnx_session
+from ..io.pte_file import pte_runner, set_threads
 from ..models.complexity import profile
 from ..text_table import format_table
 
-BACKENDS = ("eager", "eager-opt", "eager-compile", "ort", "ort-plain", "ort-int8")
+BACKENDS = ("eager", "eager-opt", "eager-compile", "ort", "ort-plain", "ort-int8", "executorch", "executorch-int8")
 DEFAULT_BACKENDS = ("eager", "eager-opt", "ort", "ort-int8")
 # Table 8's models and the references: AlexNet (the speed reference), MobileNet V1 1.0 and V2,
 # torchvision's ShuffleNet V2 1.0x.
@@ -99,7 +103,8 @@ def gemm_rate(threads: int, size: int = 2048, repeats: int = 10) -> dict[str, fl
 
 
 class Artifacts:
-    """ONNX files of one model at one resolution, exported (and quantized) once, in a scratch directory."""
+    """ONNX and ExecuTorch files of one model at one resolution, exported (and quantized) once, in a scratch
+    directory."""
 
     def __init__(self, model: nn.Module, name: str, resolution: tuple[int, int], directory: Path,
                  calibration: torch.Tensor | None) -> None:
@@ -107,14 +112,30 @@ class Artifacts:
         self.calibration = calibration
         self.files: dict[str, Path] = {}
 
+    def calibration_images(self) -> torch.Tensor:
+        calibration = self.calibration
+        if calibration is None or calibration.shape[-2:] != self.resolution:
+            calibration = random_inputs(self.model, self.resolution, CALIBRATION_IMAGES)
+        return calibration
+
+    def pte(self, kind: str) -> Path:
+        """The .pte file of ``kind`` "fp32" or "int8" (operators XNNPACK does not take run on portable
+        kernels)."""
+        key = f"pte-{kind}"
+        if key not in self.files:
+            path = self.directory / f"{self.name}_{self.resolution[0]}x{self.resolution[1]}_{kind}.pte"
+            # allow_portable: a reference model may keep operators outside XNNPACK (torchvision's ShuffleNet V2:
+            # its channel split and mean); it is timed as a user would export it.
+            export_executorch(self.model, path, self.resolution, allow_portable=True,
+                              calibration=self.calibration_images() if kind == "int8" else None)
+            self.files[key] = path
+        return self.files[key]
+
     def onnx(self, kind: str) -> Path:
         if kind not in self.files:
             path = self.directory / f"{self.name}_{self.resolution[0]}x{self.resolution[1]}_{kind}.onnx"
             if kind == "int8":
-                calibration = self.calibration
-                if calibration is None or calibration.shape[-2:] != self.resolution:
-                    calibration = random_inputs(self.model, self.resolution, CALIBRATION_IMAGES)
-                quantize_onnx(self.onnx("fp32"), path, calibration)
+                quantize_onnx(self.onnx("fp32"), path, self.calibration_images())
             else:
                 export_onnx(self.model, path, self.resolution, rewrite=kind == "fp32")
             self.files[kind] = path
@@ -130,6 +151,13 @@ def make_runner(backend: str, model: nn.Module, artifacts: Artifacts, threads: i
                                threads)
         feed = {session.get_inputs()[0].name: x.numpy()}
         return lambda: session.run(None, feed)
+    if backend.startswith("executorch"):
+        path = artifacts.pte("int8" if backend.endswith("int8") else "fp32")
+        reported = set_threads(threads)
+        if reported != threads:
+            raise RuntimeError(f"ExecuTorch's threadpool reports {reported} threads where {threads} were set")
+        run = pte_runner(path, threads)
+        return lambda: run(x)
     if backend == "eager":
         module = model.eval()
     elif backend in ("eager-opt", "eager-compile"):

@@ -5,8 +5,9 @@ One process measures, in this order: the fp32 GEMM compute bound (1 and 2 thread
 the references (``shufflenet.benchmark.DEFAULT_MODELS``) at 224x224, 480x640 and 720x1280, 1 and 2 threads,
 batch 1, on PyTorch eager, PyTorch optimised (BN folded + channels_last), ONNX Runtime fp32 and int8; plus
 ONNX Runtime without our graph rewrite for the ShuffleNets, ``torch.compile`` at 224 on 1 thread, and a plain
-straightforward eager ShuffleNet 1x g=3 (``plain_shufflenet``); then ONNX Runtime's per-operator profile of
-ShuffleNet 1x g=3 (fp32 and int8); with trained weights, the int8 accuracy change. ``render_table8`` writes
+straightforward eager ShuffleNet 1x g=3 (``plain_shufflenet``); ExecuTorch (XNNPACK) fp32 and int8 for every
+model at 224x224; then ONNX Runtime's per-operator profile of ShuffleNet 1x g=3 (fp32 and int8); with trained
+weights, the int8 accuracy change of the ONNX and the ExecuTorch int8 files. ``render_table8`` writes
 docs/table8.md and its plots from the result record.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from ..data.sources import batches, open_folder
+from ..deploy.executorch import export_executorch
 from ..deploy.export import export_onnx
 from ..deploy.int8 import calibration_images, export_int8_onnx, quantize_onnx
 from ..factory import load
@@ -33,6 +35,7 @@ from .plots import plot_results
 PLAIN = "plain_shufflenet_v1_x1_0_g3"  # eager yardstick
 PROFILED = "shufflenet_v1_x1_0_g3"
 THREADS = (1, 2)
+EXECUTORCH = ("executorch", "executorch-int8")
 
 
 def keep(name: str, backend: str, resolution: tuple[int, int], threads: int) -> bool:
@@ -43,6 +46,8 @@ def keep(name: str, backend: str, resolution: tuple[int, int], threads: int) -> 
         return resolution == (224, 224) and threads == 1
     if backend == "ort-plain":
         return name.startswith("shufflenet_v1") and threads == 1
+    if backend in EXECUTORCH:
+        return resolution == (224, 224) and name != PLAIN
     return True
 
 
@@ -82,28 +87,29 @@ def table8_rows(records: list[dict], resolutions: list[tuple[int, int]]) -> str:
     return format_table(headers, rows)
 
 
-def int8_accuracy(weights: str, data: str, check_md5: bool = True) -> dict[str, Any]:
-    """Top-1 of the fp32 and int8 (equalized, as `shufflenet export --int8` makes it) ONNX files of trained
-    weights (the model their file records) on the labelled set ``data`` (calibrated on its train split,
-    evaluated on its test split)."""
+def int8_accuracy(weights: str, data: str, check_md5: bool = True) -> dict[str, dict[str, Any]]:
+    """Per runtime ("onnx", "executorch"): top-1 of the fp32 and int8 files of trained weights (the model their
+    file records), made as `shufflenet export --int8` makes them (ONNX: equalized), on the labelled set ``data``
+    (calibrated on its train split, evaluated on its test split)."""
     loaded = load(weights)
-    model_name = loaded.name
     recorded = loaded.preprocessing
     calibration = calibration_images(data, recorded, 256, check_md5=check_md5)
     test_set, _ = open_folder(data, "test", recorded.transform(), class_names=loaded.class_names, check_md5=check_md5)
     with tempfile.TemporaryDirectory() as scratch:
-        _, scores = export_int8_onnx(loaded.model, Path(scratch) / "int8.onnx", recorded.crop, calibration,
-                                     evaluation=batches(test_set))
-    return {"model": model_name, "weights": weights, "data": data, **{k: v for k, v in scores["int8"].items()},
-            "fp32_top1": scores["fp32"]["top1"], "change": scores["int8"]["top1"] - scores["fp32"]["top1"]}
+        _, onnx_scores = export_int8_onnx(loaded.model, Path(scratch) / "int8.onnx", recorded.crop, calibration,
+                                          evaluation=batches(test_set))
+        executorch_scores = export_executorch(loaded.model, Path(scratch) / "int8.pte", recorded.crop,
+                                              calibration=calibration, evaluation=batches(test_set)).scores
+    return {runtime: {"model": loaded.name, "weights": weights, "data": data, **scores["int8"],
+                      "fp32_top1": scores["fp32"]["top1"], "change": scores["int8"]["top1"] - scores["fp32"]["top1"]}
+            for runtime, scores in (("onnx", onnx_scores), ("executorch", executorch_scores))}
 
 
-def targets(records: list[dict], threads: int, accuracy: dict[str, Any] | None) -> str:
-    """The deployment targets at 224, batch 1, with ``threads`` threads: value, goal, met or not."""
+def targets(records: list[dict], threads: int, accuracy: dict[str, Any] | None,
+            executorch_accuracy: dict[str, Any] | None = None) -> str:
+    """The deployment targets at 224, batch 1, with ``threads`` threads: value, goal, met or not; per runtime
+    (ONNX Runtime's goals, then ExecuTorch's, issue 21's on one runtime)."""
     at = {"resolution": (224, 224), "threads": threads}
-    half = find(records, model="shufflenet_v1_x0_5_g3", backend="ort", **at)
-    one = find(records, model=PROFILED, backend="ort", **at)
-    one_int8 = find(records, model=PROFILED, backend="ort-int8", **at)
     eager = find(records, model=PROFILED, backend="eager", **at)
     plain = find(records, model=PLAIN, backend="eager", **at)
     rows = []
@@ -112,21 +118,45 @@ def targets(records: list[dict], threads: int, accuracy: dict[str, Any] | None) 
         rows.append((what, None if value is None else round(value, 2), goal,
                      "n/a" if met is None else ("yes" if met else "no")))
 
-    speedup = half and half["speedup_vs_alexnet"]
-    add("ShuffleNet 0.5x g=3, ORT fp32: speedup over AlexNet (ORT fp32)", speedup, ">= 13",
-        None if speedup is None else speedup >= 13)
-    ratio = one and one["latency_over_bound"]
-    add("ShuffleNet 1x g=3, ORT fp32: latency / compute bound", ratio, "<= 1.25",
-        None if ratio is None else ratio <= 1.25)
-    int8 = one and one_int8 and one["median_ms"] / one_int8["median_ms"]
-    add("ShuffleNet 1x g=3: ORT fp32 latency / ORT int8 latency", int8, ">= 2", None if not int8 else int8 >= 2)
-    drop = None if accuracy is None else -accuracy["change"]
-    add(f"int8: top-1 drop (points){'' if accuracy is None else ', ' + accuracy['model']}", drop, "<= 1",
-        None if drop is None else drop <= 1)
+    runtimes = [("ORT", "ort", "ort-int8", accuracy, (13, 1.25, 2, 1))]
+    if any(r["backend"] in EXECUTORCH for r in records):
+        runtimes.append(("ExecuTorch", "executorch", "executorch-int8", executorch_accuracy, (15, 1.6, 2, 0.5)))
+    for runtime, fp32, int8, drop_of, (speed_goal, bound_goal, int8_goal, drop_goal) in runtimes:
+        half = find(records, model="shufflenet_v1_x0_5_g3", backend=fp32, **at)
+        one = find(records, model=PROFILED, backend=fp32, **at)
+        one_int8 = find(records, model=PROFILED, backend=int8, **at)
+        speedup = half and half["speedup_vs_alexnet"]
+        add(f"ShuffleNet 0.5x g=3, {runtime} fp32: speedup over AlexNet ({runtime} fp32)", speedup,
+            f">= {speed_goal}", None if speedup is None else speedup >= speed_goal)
+        ratio = one and one["latency_over_bound"]
+        add(f"ShuffleNet 1x g=3, {runtime} fp32: latency / compute bound", ratio, f"<= {bound_goal}",
+            None if ratio is None else ratio <= bound_goal)
+        speed = one and one_int8 and one["median_ms"] / one_int8["median_ms"]
+        add(f"ShuffleNet 1x g=3: {runtime} fp32 latency / {runtime} int8 latency", speed, f">= {int8_goal}",
+            None if not speed else speed >= int8_goal)
+        drop = None if drop_of is None else -drop_of["change"]
+        add(f"{runtime} int8: top-1 drop (points){'' if drop_of is None else ', ' + drop_of['model']}", drop,
+            f"<= {drop_goal}", None if drop is None else drop <= drop_goal)
     eager_ratio = eager and plain and eager["median_ms"] / plain["median_ms"]
     add("ShuffleNet 1x g=3 eager: ours / plain implementation", eager_ratio, "<= 1",
         None if not eager_ratio else eager_ratio <= 1)
     return format_table(("target", "measured", "goal", "met"), rows)
+
+
+def runtime_rows(records: list[dict], threads: list[int], resolution: tuple[int, int] = (224, 224)) -> str:
+    """Per model at ``resolution``: ONNX Runtime and ExecuTorch (XNNPACK), fp32 and int8, at each thread count,
+    beside the fp32 compute bound (ms)."""
+    columns = [(backend, t) for backend in ("ort", "ort-int8", *EXECUTORCH) for t in threads]
+    rows = []
+    for name in DEFAULT_MODELS:
+        cells = [find(records, model=name, backend=b, threads=t, resolution=resolution) for b, t in columns]
+        if not any(cells):
+            continue
+        bound = [find(records, model=name, backend="ort", threads=t, resolution=resolution) for t in threads]
+        rows.append([name, *(ms(c) for c in cells),
+                     *(None if b is None else round(b["bound_ms"], 2) for b in bound)])
+    headers = [f"{b} ms {t}t" for b, t in columns] + [f"fp32 bound ms {t}t" for t in threads]
+    return format_table(["model", *headers], rows)
 
 
 def profile_tables(resolution: tuple[int, int]) -> tuple[str, str]:
@@ -150,20 +180,23 @@ def measure_table8(quick: bool = False, int8_weights: str | None = None, int8_da
                    check_md5: bool = True) -> dict[str, Any]:
     """Every Table 8 measurement (module docstring), as a result record's figures; the int8 accuracy first, so
     that a problem with the weights or the data ends the run before the long part."""
-    accuracy = int8_accuracy(int8_weights, int8_data, check_md5) if int8_weights and int8_data else None
+    accuracy = int8_accuracy(int8_weights, int8_data, check_md5) if int8_weights and int8_data else {}
     resolutions = [(224, 224)] if quick else list(TABLE8_RESOLUTIONS)
     threads = (1,) if quick else THREADS
     started = time.time()
     models = {name: load(name).model for name in DEFAULT_MODELS}
     models[PLAIN] = PlainShuffleNet(models[PROFILED])
-    backends = list(DEFAULT_BACKENDS) + ["ort-plain"] + ([] if quick else ["eager-compile"])
+    backends = list(DEFAULT_BACKENDS) + ["ort-plain", *EXECUTORCH] + ([] if quick else ["eager-compile"])
     result = run_benchmark(models, backends, resolutions, threads, batch=1, repeats=5 if quick else 25,
                            warmup=2 if quick else 3, max_seconds=1.0 if quick else 2.5, only=keep)
     fp32_profile, int8_profile = profile_tables((224, 224))
     result["ort_profile"] = {"model": PROFILED, "fp32": fp32_profile, "int8": int8_profile}
-    result["int8_accuracy"] = accuracy
+    result["int8_accuracy"] = accuracy.get("onnx")
+    result["executorch_int8_accuracy"] = accuracy.get("executorch")
+    from importlib.metadata import version
+
     result["settings"].update(quick=quick, resolutions=[list(r) for r in resolutions], threads=list(threads),
-                              minutes=round((time.time() - started) / 60, 1))
+                              minutes=round((time.time() - started) / 60, 1), executorch=version("executorch"))
     return result
 
 
@@ -174,11 +207,23 @@ def render_table8(record: dict[str, Any], docs: str | Path, json_name: str) -> s
     resolutions = [tuple(r) for r in settings["resolutions"]]
     plots = [path for res in resolutions for t in settings["threads"]
              for path in plot_results(record, docs / "table8", res, t)]
-    accuracy = record.get("int8_accuracy")
+    accuracy, executorch_accuracy = record.get("int8_accuracy"), record.get("executorch_int8_accuracy")
     bound = ", ".join(f"{t} thread(s) {b['gmacs_best']:.1f} GMAC/s (median {b['gmacs_median']:.1f})"
                       for t, b in record["compute_bound"].items())
-    targets_text = "\n\n".join(f"{t} thread{'s' if t > 1 else ''}:\n\n{targets(records, t, accuracy)}"
-                               for t in settings["threads"])
+    targets_text = "\n\n".join(
+        f"{t} thread{'s' if t > 1 else ''}:\n\n{targets(records, t, accuracy, executorch_accuracy)}"
+        for t in settings["threads"])
+    executorch_text = ""
+    if any(r["backend"] in EXECUTORCH for r in records):
+        executorch_text = f"""## ExecuTorch (XNNPACK) beside ONNX Runtime (224x224, batch 1, ms)
+
+ExecuTorch {settings.get('executorch', '')}: our .pte files, every operator delegated to XNNPACK, int8 by PT2E with
+the XNNPACK quantizer (per-channel weights), the runtime's threadpool set to the thread count. The fp32 compute
+bound is the GEMM bound above.
+
+{runtime_rows(records, settings['threads'])}
+
+"""
     text = f"""# ShuffleNet Table 8 on this CPU (generated)
 
 Generated from `{json_name}`, measured by `{record['command']}` on {machine['date']} in {settings['minutes']} minutes
@@ -191,7 +236,7 @@ Generated from `{json_name}`, measured by `{record['command']}` on {machine['dat
 
 {table8_rows(records, resolutions)}
 
-## Targets (224x224, batch 1)
+{executorch_text}## Targets (224x224, batch 1)
 
 {targets_text}
 

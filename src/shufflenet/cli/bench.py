@@ -54,7 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--warmup", type=bounded(int, 0), default=5, help="untimed runs first (default 5)")
     bench.add_argument("--max-seconds", type=bounded(float, 0), default=10.0,
                        help="stop timing a cell after this (default 10)")
-    bench.add_argument("--calib", help="calibration images for ort-int8 (default: random inputs)")
+    bench.add_argument("--calib", help="calibration images for ort-int8 and executorch-int8 (default: random "
+                                             "inputs)")
     add_md5_argument(bench)
     bench.add_argument("--json", help="write the full result as JSON (with the machine and the command)")
     bench.add_argument("--plot", help="directory for the PNG plots")

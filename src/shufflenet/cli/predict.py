@@ -22,7 +22,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     pred = commands.add_parser("predict", help="top-5 classes of images")
-    pred.add_argument("model", help="registered model name, a weight file or an exported .onnx file")
+    pred.add_argument("model", help="registered model name, a weight file, or an exported .onnx or .pte file")
     pred.add_argument("images", nargs="+", help="image files")
     pred.add_argument("--weights", help="safetensors weights file (with its recorded preprocessing)")
     pred.add_argument("--top", type=positive_int, default=5)

@@ -14,7 +14,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                     check_md5=args.check_md5, extended=args.extended, list_only=args.list,
                     report_only=args.report_only, command=args.command_line, max_steps=args.max_steps_per_epoch,
                     int8_weights=args.int8_weights, workers=args.workers, gpus_per_cell=args.gpus_per_cell,
-                    address=args.address, compile_cells=args.compile))
+                    address=args.address, compile_cells=args.compile, time_limit=args.time_limit))
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,14 +39,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                                "GPUs, hold at --threads-per-cell each); 0: one at a "
                                                                "time in this process, without Ray")
     cells.add_argument("--threads-per-cell", "--threads", dest="threads", type=positive_int,
-                       help="CPU threads of each cell, the CPUs its Ray task asks for (default 2, or the cores "
+                       help="CPU threads of each cell, the CPUs its Ray task asks for (default 1, or the cores "
                             "shared by --workers; with --workers 0: all cores)")
     cells.add_argument("--gpus-per-cell", type=bounded(float, 0, 1),
                        help="GPU share of each cell: 0.25 packs four cells on one GPU; each cell with a GPU trains "
                             "with CUDA, AMP (bf16) and channels_last (default: 1 where there are GPUs, else 0)")
     cells.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                       help="torch.compile each cell's model (default off: on this project's CPU, two compiled "
-                            "cells at 1 thread trained slower than one eager cell at 2, results/grid_throughput.json)")
+                       help="torch.compile each cell's model (default off: on this machine's CPU a compiled step "
+                            "was slower than eager and its warm-up took minutes, results/grid_throughput.json)")
+    cells.add_argument("--time-limit", type=bounded(float, 1), metavar="MINUTES",
+                       help="start only the cells estimated to end within MINUTES (from what the finished cells "
+                            "took), so the grid stops by itself with none half-trained; run again to go on")
     cells.add_argument("--address", help="join this Ray cluster (e.g. HEAD:6379, or auto) instead of starting one; "
                                          "--runs, --output and --data-dir must then be on storage every node sees "
                                          "at the same path (checked at the start)")

@@ -57,6 +57,19 @@ def average_pool_as_conv(pool: nn.Module, channels: int) -> nn.Module:
     return conv
 
 
+class ChannelGather(nn.Module):
+    """Input channel ``order[p]`` at position ``p``: one ``index_select`` (ONNX Gather). ``shuffle_groups``: the
+    group count of the channel shuffle it computes when it is exactly one (no padding), else None."""
+
+    def __init__(self, order: torch.Tensor, shuffle_groups: int | None) -> None:
+        super().__init__()
+        self.register_buffer("order", order)
+        self.shuffle_groups = shuffle_groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(x, 1, self.order)
+
+
 class BlockedShuffleUnit(nn.Module):
     """A BN-folded :class:`ShuffleUnit` with a block-padded bottleneck and its shuffle as one Gather after the
     depthwise conv. Computes the same function as the unit it is built from."""
@@ -76,14 +89,14 @@ class BlockedShuffleUnit(nn.Module):
         shuffle_groups = unit.shuffle.groups if isinstance(unit.shuffle, ChannelShuffle) else 1
         # The paper's shuffle: position p takes channel (p % g) * (C / g) + p // g (ops.channel_shuffle).
         source = torch.tensor([p % shuffle_groups * (mid // shuffle_groups) + p // shuffle_groups for p in range(mid)])
-        self.order: torch.Tensor | None
+        self.gather: nn.Module
         if padded_per_group == per_group and shuffle_groups == 1:
-            self.order = None
+            self.gather = nn.Identity()
         else:
             zero_channel = per_group if padded_per_group > per_group else 0  # a padding channel: always 0
             order = torch.full((padded_mid,), zero_channel, dtype=torch.long)
             order[position] = position[source]
-            self.register_buffer("order", order)
+            self.gather = ChannelGather(order, shuffle_groups if padded_per_group == per_group else None)
         self.pw1 = padded_conv(pw1, pw1.in_channels, padded_mid, position)
         # The depthwise conv now runs before the shuffle: its filter p belongs to channel source[p].
         self.dw = padded_conv(dw, padded_mid, padded_mid, position[source])
@@ -92,10 +105,13 @@ class BlockedShuffleUnit(nn.Module):
         self.shortcut = average_pool_as_conv(unit.shortcut, pw1.in_channels)
         self.stride = unit.stride
 
+    @property
+    def order(self) -> torch.Tensor | None:
+        """Where each input channel of the second pointwise conv comes from (None: in order)."""
+        return self.gather.order if isinstance(self.gather, ChannelGather) else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.dw(torch.relu(self.pw1(x)))
-        if self.order is not None:
-            out = torch.index_select(out, 1, self.order)
+        out = self.gather(self.dw(torch.relu(self.pw1(x))))
         out = self.se(self.pw2(out))
         if self.stride == 1:
             return torch.relu(out + x)

@@ -74,15 +74,15 @@ def check_on_random_inputs(model: nn.Module, run: Callable[[torch.Tensor], torch
     return check_parity(expected, got, what, tolerance, hint)
 
 
-def onnx_metadata(model: nn.Module, num_classes: int, resolution: int, rewritten: bool) -> dict[str, str]:
-    """``metadata_props`` of an exported file, from the model's record: everything needed to feed it and read its
-    output."""
+def export_metadata(model: nn.Module, num_classes: int, resolution: int, graph: str) -> dict[str, str]:
+    """What an exported file records (ONNX ``metadata_props``, the record of a .pte), from the model's record:
+    everything needed to feed it and read its output, and ``graph``, what the export did to the graph."""
     record = model.record
     metadata = {
         "model": record.architecture or type(model).__name__,
         "num_classes": str(num_classes),
         "preprocessing": record.preprocessing.for_resolution(resolution).to_json(),
-        "graph": "blocked-layout rewrite, BN folded" if rewritten else "BN folded",
+        "graph": graph,
     }
     if record.class_names:
         metadata["class_names"] = json.dumps(record.class_names)
@@ -121,7 +121,8 @@ def export_onnx(
         )
     proto = program.model_proto
     num_classes = int(proto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value)
-    metadata = onnx_metadata(model, num_classes, as_hw(resolution)[0], rewrite)
+    metadata = export_metadata(model, num_classes, as_hw(resolution)[0],
+                               "blocked-layout rewrite, BN folded" if rewrite else "BN folded")
     onnx.helper.set_model_props(proto, metadata)
     with atomic_output(path) as temporary:
         onnx.save(proto, str(temporary))

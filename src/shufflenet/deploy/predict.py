@@ -1,5 +1,5 @@
 """Top-k classes of image files, from any model ``shufflenet.load`` takes (a name with weights, a weight file,
-an ONNX export), fed with the preprocessing recorded beside the weights."""
+an ONNX export, an ExecuTorch program), fed with the preprocessing recorded beside the weights."""
 from __future__ import annotations
 
 from pathlib import Path

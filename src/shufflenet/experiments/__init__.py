@@ -89,19 +89,21 @@ def reproduce(selection: str, *, data: str, data_dir: str | None, epochs: int, s
               runs: Path, docs: Path, threads: int | None = None, check_md5: bool = True, extended: bool = False,
               list_only: bool = False, report_only: bool = False, command: str | None = None,
               max_steps: int | None = None, int8_weights: str | None = None, workers: int | None = None,
-              gpus_per_cell: float | None = None, address: str | None = None, compile_cells: bool = False) -> str:
+              gpus_per_cell: float | None = None, address: str | None = None, compile_cells: bool = False,
+              time_limit: float | None = None) -> str:
     """Run (or list, or only report) the selected tables; returns what to print. The cells run as Ray tasks
     (``cluster.run_grid``: ``workers`` at once, ``threads`` each, ``gpus_per_cell``, on the cluster at
-    ``address`` or a local instance), or with ``workers=0`` one at a time in this process."""
+    ``address`` or a local instance), or with ``workers=0`` one at a time in this process; with ``time_limit``
+    (minutes) only the cells estimated to end within it start."""
     plan = Plan(expand(selection), epochs, seeds, extended)
     for folder in (results, docs):
         folder.mkdir(parents=True, exist_ok=True)
     out = []
-    if "table1" in plan.tables:
+    if "table1" in plan.tables and not list_only:  # --list lists the training cells and writes nothing
         from .table1 import table1
 
         out.append(table1(results.parent / "table1.json", docs / "table1.md", command))
-    if "table8" in plan.tables:
+    if "table8" in plan.tables and not list_only:
         out.append(table8(results.parent / "table8.json", docs, report_only, command, int8_weights, data_dir,
                           check_md5))
     training = plan.rows()
@@ -114,7 +116,13 @@ def reproduce(selection: str, *, data: str, data_dir: str | None, epochs: int, s
         from .cluster import run_grid
 
         check_data(data, data_dir)
-        run_grid(grid, plan.cells(), workers=workers, gpus_per_cell=gpus_per_cell, address=address)
+        run_grid(grid, plan.cells(), workers=workers, gpus_per_cell=gpus_per_cell, address=address,
+                 time_limit=time_limit)
+        failed = grid.failures(plan.cells())
+        later = [cell for cell in grid.todo(plan.cells()) if cell.name not in failed]
+        if later:
+            out.append(f"{len(later)} cells not started: estimated to end after --time-limit {time_limit:g}; run "
+                       f"the same command again to go on")
     render(training, results, docs, epochs, seeds, report_header(plan, grid))
     out.append(f"wrote {docs / 'reproduction.md'} from {len(list(results.glob('*.json')))} cell results")
     failures = grid.failures(plan.cells()) if not report_only else {}

@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ from .grid import Cell, Grid
 
 RETRIES = 3  # a cell whose worker dies is tried this many more times, resuming from its last epoch checkpoint
 STOP_GRACE_SECONDS = 60.0  # after Ctrl-C / SIGTERM: how long the cells may take to save their state
-DEFAULT_THREADS = 2  # per cell when neither --threads-per-cell nor --workers says
+DEFAULT_THREADS = 1  # per cell when neither --threads-per-cell nor --workers says: one cell per core trains most
+# images per second here, g = 8 cells included (docs/reproduction.md, results/grid_throughput.json)
 OBJECT_STORE_BYTES = 100 * 2**20  # a local instance passes only configurations and small results
 
 
@@ -102,15 +102,19 @@ def check_options(workers: int | None, gpus_per_cell: float | None, address: str
 
 
 def run_grid(grid: Grid, cells: list[Cell], *, workers: int | None = None, gpus_per_cell: float | None = None,
-             address: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+             address: str | None = None, progress: bool = True,
+             time_limit: float | None = None) -> list[dict[str, Any]]:
     """Train the cells that have no result: on Ray (a local instance, or the cluster at ``address``), or with
-    ``workers=0`` one at a time in this process. Returns the records written."""
+    ``workers=0`` one at a time in this process. With ``time_limit`` (minutes) a cell starts only when it is
+    estimated to end within the limit, so that the grid stops by itself with no cell half-trained. Returns the
+    records written."""
     check_options(workers, gpus_per_cell, address)
+    deadline = time.time() + 60 * time_limit if time_limit is not None else None
     if workers == 0:
-        return grid.run(cells, progress)
+        return grid.run(cells, progress, deadline)
     if not grid.todo(cells):
         return []
-    return RayRunner(grid, address, progress).run(cells, workers, gpus_per_cell)
+    return RayRunner(grid, address, progress).run(cells, workers, gpus_per_cell, deadline)
 
 
 class RayRunner:
@@ -122,7 +126,8 @@ class RayRunner:
             self.grid = replace(grid, results=grid.results.resolve(), runs=grid.runs.resolve(),
                                 data_dir=os.path.abspath(grid.data_dir))
 
-    def run(self, cells: list[Cell], workers: int | None, gpus_per_cell: float | None) -> list[dict[str, Any]]:
+    def run(self, cells: list[Cell], workers: int | None, gpus_per_cell: float | None,
+            deadline: float | None = None) -> list[dict[str, Any]]:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
 
@@ -153,16 +158,18 @@ class RayRunner:
                 started_here = True
             if self.address:
                 check_shared_storage(ray, self.grid)
-            return self.drive(ray, cells, plan)
+            return self.drive(ray, cells, plan, deadline)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def drive(self, ray: Any, cells: list[Cell], plan: Plan) -> list[dict[str, Any]]:
-        """Keep ``plan.workers`` cells in flight until every cell is done, failed or held by another driver."""
+    def drive(self, ray: Any, cells: list[Cell], plan: Plan, deadline: float | None) -> list[dict[str, Any]]:
+        """Keep ``plan.workers`` cells in flight until every cell is done, failed, held by another driver or (with
+        a ``deadline``) estimated to end too late to start."""
         grid, records, skipped = self.grid, [], []
         task = ray.remote(cell_task)
-        waiting: deque[Cell] = deque(grid.todo(cells))
+        waiting: list[Cell] = grid.todo(cells)
+        left = grid.seconds_left(cells) if deadline is not None else {}
         flight: dict[Any, tuple[Cell, int, float]] = {}
         bar = tqdm(total=len(waiting), desc="grid", unit="cell", disable=not self.progress)
         gpu = f" and {plan.gpus_per_cell:g} GPU" if plan.gpus_per_cell else ""
@@ -171,8 +178,11 @@ class RayRunner:
         with stop_on_sigterm():
             try:
                 while waiting or flight:
-                    while waiting and len(flight) < plan.workers:
-                        cell = waiting.popleft()
+                    while len(flight) < plan.workers:
+                        cell = next((c for c in waiting if grid.ends_in_time(c, left, deadline)), None)
+                        if cell is None:
+                            break
+                        waiting.remove(cell)
                         handle = grid.lock(cell)
                         if handle is None:
                             skipped.append(cell.name)
@@ -186,11 +196,15 @@ class RayRunner:
                                            max_retries=RETRIES, retry_exceptions=False,
                                            name=f"cell {cell.name}").remote(grid, cell)
                         flight[ref] = (cell, handle, time.time())
+                    if not flight:  # the cells still waiting would end past the deadline
+                        break
                     ready, _ = ray.wait(list(flight), num_returns=1, timeout=1.0)  # short: signals get through
                     for ref in ready:
                         record = self.collect(ray, ref, *flight.pop(ref))
                         records += [record] if record else []
                         bar.update()
+                        if record and deadline is not None:
+                            left = grid.seconds_left(cells)  # relearned from the cell just finished
             except KeyboardInterrupt:
                 killed = self.stop(ray, flight)
                 raise KeyboardInterrupt(f"stopped; {killed} cells killed (they resume from their last epoch), the "

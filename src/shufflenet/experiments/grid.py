@@ -204,12 +204,21 @@ class Grid:
                 "threads": self.cell_threads(cell), "resumed_from_epoch": self.epochs_done(cell) if partial else None,
                 "started": time.time(), **more}
 
-    def run(self, cells: list[Cell], progress: bool = True) -> list[dict[str, Any]]:
+    def ends_in_time(self, cell: Cell, left: dict[str, float], deadline: float | None) -> bool:
+        """Whether ``cell`` is estimated (``left``: ``seconds_left``) to end before ``deadline`` (a ``time.time()``;
+        None: no deadline)."""
+        return deadline is None or time.time() + left[cell.name] <= deadline
+
+    def run(self, cells: list[Cell], progress: bool = True, deadline: float | None = None) -> list[dict[str, Any]]:
         """Train every cell that has no result yet, one at a time in this process (resuming a partial one),
-        writing each result as it ends; a cell that fails is recorded and the others go on."""
+        writing each result as it ends; a cell that fails is recorded and the others go on. With a ``deadline``
+        a cell starts only when it is estimated to end before it; the others wait for the next run."""
         self.results.mkdir(parents=True, exist_ok=True)
         records = []
+        left = self.seconds_left(cells) if deadline is not None else {}
         for cell in tqdm(self.todo(cells), desc="grid", unit="cell", disable=not progress):
+            if not self.ends_in_time(cell, left, deadline):
+                continue
             handle = self.lock(cell)
             if handle is None:
                 tqdm.write(f"cell {cell.name}: trained by another driver right now; skipped")
@@ -227,6 +236,7 @@ class Grid:
                     self.record_failure(cell, error, traceback.format_exc())
                     continue
                 records.append(self.write_cell(cell, result, time.time() - placement["started"], placement))
+                left = self.seconds_left(cells) if deadline is not None else {}  # relearned from the cell just finished
             finally:
                 self.unlock(handle)
         return records

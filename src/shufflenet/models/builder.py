@@ -14,8 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torch.fx
 from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
 
+from .layers import ConvBNAct
 from .record import FeatureInfo, ModelRecord, Recorded
 
 FEATURE_STRIDES = (4, 8, 16, 32)  # the levels a detector's FPN takes (timm / torchvision convention)
@@ -94,6 +97,56 @@ def build_features(in_chans: int, rows: Sequence[Row], small_input: bool = False
     return features, tuple(levels)
 
 
+def first_conv_name(rows: Sequence[Row]) -> str:
+    """The module name of the network's first convolution, without building it: every family's first row is a
+    ``ConvBNAct`` stem, whose convolution is its child ``conv``."""
+    if rows[0].block is not ConvBNAct:
+        raise ValueError(f"the first row must be a ConvBNAct stem, got {rows[0].block.__name__}")
+    (names, _), *_ = decode(rows[:1])
+    return f"features.{names[0]}.conv"
+
+
+def take_levels(indices: int | Sequence[int] | None, count: int) -> list[int]:
+    """Feature levels by timm's convention for ``indices``: None, every level; an int ``n``, the last ``n``; a
+    sequence, those levels (negative ones count from the end)."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"the last {indices} of {count} feature levels: choose 1 to {count}")
+        return list(range(count - indices, count))
+    levels = [i + count if i < 0 else i for i in indices]
+    if not levels or any(not 0 <= i < count for i in levels):
+        raise ValueError(f"out_indices must pick among the {count} feature levels 0-{count - 1}, got {tuple(indices)}")
+    return levels
+
+
+GLOBAL_POOLS: dict[str, Callable[[], nn.Module]] = {  # timm's names; "": no pooling (the map itself)
+    "avg": lambda: nn.AdaptiveAvgPool2d(1), "max": lambda: nn.AdaptiveMaxPool2d(1), "": nn.Identity}
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, small_input: bool) -> None:
+    """Raise a ``ValueError`` naming the problem when ``x`` is not an image batch of ``in_chans`` channels, at
+    least ``min_size`` pixels a side. A leaf of FX graphs (``torch.fx.wrap``): traced models keep the check."""
+    if x.dim() != 4:
+        raise ValueError(f"expected an image batch of shape (N, {in_chans}, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
+            f"convert the images or build the model with in_chans={x.shape[1]}"
+        )
+    height, width = x.shape[-2:]
+    if min(height, width) < min_size:
+        raise ValueError(
+            f"input {height}x{width} is smaller than the network's total stride {min_size}; "
+            f"resize the images to at least {min_size}x{min_size}"
+            + ("" if small_input else "; for 32x32 images build the model with small_input=True")
+        )
+
+
+torch.fx.wrap("check_image_batch")
+
+
 def architecture_table(rows: Sequence[Row], small_input: bool = False) -> list[tuple[str, str, int, int, int, str]]:
     """The decoded rows as table lines (headers: ``ROW_HEADERS``), without building anything."""
     return [row.cells(names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}")
@@ -130,18 +183,21 @@ def zero_init_residual_ends(model: nn.Module, unit_type: type, last_bn: Callable
 
 
 class ImageClassifier(Recorded, nn.Module):
-    """``features`` -> global average pool -> dropout -> linear ``classifier``; the model's :class:`ModelRecord`
-    is ``record``.
+    """``features`` -> global pool -> dropout -> linear ``classifier``; the model's :class:`ModelRecord` is
+    ``record``.
 
     A family sets ``architecture``, the function from its arguments to its rows (the keyword arguments this class
     does not take go to it; ``rows`` keeps the result), and ``classifier_bias``.
 
-    The timm interface: ``num_classes``, ``forward_features``, ``forward_head``, ``reset_classifier``. As a
+    timm's model interface: ``num_classes``, ``num_features``, ``get_classifier``, ``reset_classifier``,
+    ``forward_features``, ``forward_head``, ``forward_intermediates``, ``set_grad_checkpointing``; ``global_pool``
+    is "avg" (the papers'), "max" or "" (none: ``forward_head`` returns the map; needs ``num_classes=0``). As a
     backbone (``features_only=True``), ``forward`` returns the maps of the feature levels in ``out_indices``
     (default all four), listed in ``feature_info``. ``frozen_stages=k`` freezes every layer up to feature level
     ``k`` (-1: none; 0: the stem, up to stride 4; 1: also the next stage, ...), parameters and BN statistics;
     ``norm_eval=True`` keeps every BN layer in eval mode while training (mmpretrain's options, for detectors).
-    ``small_input``: for 32x32 images (see :func:`decode`).
+    ``small_input``: for 32x32 images (see :func:`decode`). Every model is scriptable (``torch.jit.script``) and
+    FX-traceable.
     """
 
     architecture: Callable[..., list[Row]]
@@ -153,9 +209,10 @@ class ImageClassifier(Recorded, nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
         small_input: bool = False,
         features_only: bool = False,
-        out_indices: Sequence[int] | None = None,
+        out_indices: int | Sequence[int] | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
         **arguments: Any,
@@ -165,17 +222,14 @@ class ImageClassifier(Recorded, nn.Module):
             raise ValueError(f"num_classes must be >= 0 (0 removes the classifier), got {num_classes}")
         self.rows = self.architecture(**arguments)
         self.features, levels = build_features(in_chans, self.rows, small_input)
-        out_indices = tuple(range(len(levels))) if out_indices is None else tuple(out_indices)
-        if not out_indices or any(not 0 <= i < len(levels) for i in out_indices):
-            raise ValueError(f"out_indices must pick among the {len(levels)} feature levels 0-{len(levels) - 1}, "
-                             f"got {out_indices}")
+        out_indices = tuple(take_levels(out_indices, len(levels)))
         if not -1 <= frozen_stages < len(levels):
             raise ValueError(f"frozen_stages must be -1 (none) to {len(levels) - 1}, got {frozen_stages}")
-        first_conv = next(name for name, module in self.features.named_modules() if isinstance(module, nn.Conv2d))
-        self.record = ModelRecord(None, num_classes, in_chans=in_chans, first_conv=f"features.{first_conv}",
+        self.record = ModelRecord(None, num_classes, in_chans=in_chans, first_conv=first_conv_name(self.rows),
                                   classifier="classifier", feature_info=levels)
         self.out_indices = out_indices
         self.feature_info = [levels[i] for i in out_indices]
+        self.out_layers = [info.index for info in self.feature_info]  # positions in ``features``, for forward
         self.num_features = self.rows[-1].channels
         self.small_input = small_input
         self.min_input_size = levels[-1].reduction
@@ -183,9 +237,9 @@ class ImageClassifier(Recorded, nn.Module):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.drop_rate = drop_rate
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.grad_checkpointing = False
         self.dropout = nn.Dropout(drop_rate)
-        self.reset_classifier(0 if features_only else num_classes)
+        self.reset_classifier(0 if features_only else num_classes, global_pool)
         init_weights(self)
         for parameter in self.frozen_layers().parameters():
             parameter.requires_grad_(False)
@@ -205,9 +259,20 @@ class ImageClassifier(Recorded, nn.Module):
                         module.eval()
         return self
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: no classifier, pooled features);
-        the record's class names go with the old one."""
+        the record's class names go with the old one. ``global_pool``: a new pooling (see the class), else kept."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool must be one of {sorted(GLOBAL_POOLS)}, got {global_pool!r}")
+            self.global_pool = GLOBAL_POOLS[global_pool]()
+            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
+            self.pool_type = global_pool
+        if num_classes > 0 and not self.pool_type:
+            raise ValueError("a linear classifier needs pooled features: give global_pool='avg' or num_classes=0")
         self.record = self.record.replace(num_classes=num_classes, class_names=None)
         self.classifier = (
             nn.Linear(self.num_features, num_classes, bias=self.classifier_bias) if num_classes > 0 else nn.Identity()
@@ -217,44 +282,65 @@ class ImageClassifier(Recorded, nn.Module):
             if self.classifier.bias is not None:
                 nn.init.zeros_(self.classifier.bias)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem when ``x`` is not an image batch this network can take."""
-        if x.dim() != 4:
-            raise ValueError(f"expected an image batch of shape (N, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
-                f"convert the images or build the model with in_chans={x.shape[1]}"
-            )
-        height, width = x.shape[-2:]
-        if min(height, width) < self.min_input_size:
-            raise ValueError(
-                f"input {height}x{width} is smaller than the network's total stride {self.min_input_size}; "
-                f"resize the images to at least {self.min_input_size}x{self.min_input_size}"
-                + ("" if self.small_input else "; for 32x32 images build the model with small_input=True")
-            )
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each layer of ``features`` in the backward pass instead of keeping its activations (training
+        memory for time; eager mode only)."""
+        self.grad_checkpointing = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map (stride 32 with the standard stem), before pooling."""
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint_sequential(self.features, len(self.features), x, use_reentrant=False)
         return self.features(x)
+
+    def feature_maps(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """The outputs of the ``features`` layers at positions ``layers`` (increasing), running no layer after
+        the last of them."""
+        maps: list[torch.Tensor] = []
+        for index, layer in enumerate(self.features):
+            if index <= layers[-1]:
+                x = layer(x)
+                if index in layers:
+                    maps.append(x)
+        return maps
 
     def forward_feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The maps of the feature levels in ``feature_info``, shallowest first."""
-        wanted = {info.index for info in self.feature_info}
-        last = self.feature_info[-1].index
-        maps = []
-        for index, layer in enumerate(self.features[: last + 1]):
-            x = layer(x)
-            if index in wanted:
-                maps.append(x)
-        return maps
+        return self.feature_maps(x, self.out_layers)
+
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the maps of the feature levels ``indices`` (see :func:`take_levels`), and unless
+        ``intermediates_only`` also the last feature map (all layers run unless ``stop_early``). ``norm``: these
+        networks have no final norm layer, so it changes nothing; ``output_fmt``: only "NCHW"."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (these are convolutional maps), got {output_fmt!r}")
+        check_image_batch(x, self.in_chans, self.min_input_size, self.small_input)
+        levels = self.record.feature_info
+        layers = [levels[i].index for i in take_levels(indices, len(levels))]
+        maps = self.feature_maps(x, layers)
+        if intermediates_only:
+            return maps
+        if stop_early or layers[-1] == len(self.features) - 1:
+            return maps[-1], maps
+        return self.features[layers[-1] + 1:](maps[-1]), maps
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.global_pool(x), 1))
+        x = self.dropout(self.flatten(self.global_pool(x)))
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        self.check_input(x)
+        if not torch.jit.is_scripting():
+            check_image_batch(x, self.in_chans, self.min_input_size, self.small_input)
         if self.features_only:
             return self.forward_feature_maps(x)
         return self.forward_head(self.forward_features(x))

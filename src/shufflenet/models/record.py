@@ -57,9 +57,11 @@ class ModelRecord:
 
 
 class Recorded:
-    """Read-only views of ``self.record`` for a model class (mixed in before ``nn.Module``)."""
+    """Read-only views of ``self.record`` for a model class (mixed in before ``nn.Module``); TorchScript leaves
+    them out (a record is Python data, not TorchScript's)."""
 
     record: ModelRecord
+    __jit_unused_properties__ = ["num_classes", "in_chans", "preprocessing", "class_names", "dataset"]
 
     @property
     def num_classes(self) -> int:
