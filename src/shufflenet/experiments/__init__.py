@@ -118,14 +118,14 @@ def reproduce(selection: str, *, data: str, data_dir: str | None, epochs: int, s
         check_data(data, data_dir)
         run_grid(grid, plan.cells(), workers=workers, gpus_per_cell=gpus_per_cell, address=address,
                  time_limit=time_limit)
-        failed = grid.failures(plan.cells())
-        later = [cell for cell in grid.todo(plan.cells()) if cell.name not in failed]
+    failures = grid.failures(plan.cells()) if not report_only else {}
+    if time_limit is not None and not report_only:
+        later = [cell for cell in grid.todo(plan.cells()) if cell.name not in failures]
         if later:
             out.append(f"{len(later)} cells not started: estimated to end after --time-limit {time_limit:g}; run "
                        f"the same command again to go on")
     render(training, results, docs, epochs, seeds, report_header(plan, grid))
     out.append(f"wrote {docs / 'reproduction.md'} from {len(list(results.glob('*.json')))} cell results")
-    failures = grid.failures(plan.cells()) if not report_only else {}
     if failures:
         print("\n\n".join(out))
         first = next(iter(failures.items()))
