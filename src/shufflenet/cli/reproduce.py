@@ -45,8 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="GPU share of each cell: 0.25 packs four cells on one GPU; each cell with a GPU trains "
                             "with CUDA, AMP (bf16) and channels_last (default: 1 where there are GPUs, else 0)")
     cells.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                       help="torch.compile each cell's model (default off: on this machine's CPU a compiled step "
-                            "was slower than eager and its warm-up took minutes, results/grid_throughput.json)")
+                       help="torch.compile each cell's model (default off: every cell pays the compile warm-up, "
+                            "and on this project's CPU it did not speed up the step; docs/reproduction.md)")
     cells.add_argument("--time-limit", type=bounded(float, 1), metavar="MINUTES",
                        help="start only the cells estimated to end within MINUTES (from what the finished cells "
                             "took), so the grid stops by itself with none half-trained; run again to go on")
