@@ -84,20 +84,26 @@ def table8() -> list[tuple[str, str, str, str]]:
     rows = []
     names = {"shufflenet_v1_x0_5_g3": "0.5x", "shufflenet_v1_x1_0_g3": "1x", "shufflenet_v1_x2_0_g3": "2x",
              "tv_alexnet": "AlexNet", "mobilenet_v1_x1_0": "MobileNet V1"}
-    for threads in record["settings"]["threads"]:
-        cells = {r["model"]: r for r in record["measurements"] if r["backend"] == "ort" and r["threads"] == threads
-                 and r["resolution"] == [224, 224]}
-        latencies = ", ".join(f"{label} {cells[m]['median_ms']:.2f} ms" for m, label in names.items() if m in cells)
-        half = cells.get("shufflenet_v1_x0_5_g3")
-        speedup = f"; 0.5x is **{half['speedup_vs_alexnet']:.1f}x** faster than AlexNet (paper 13x)" if half else ""
-        rows.append((f"Table 8, ONNX Runtime fp32, 224x224, {threads} thread{'s' if threads > 1 else ''}",
-                     f"`{record['command']}`", latencies + speedup, machine(record)))
-    accuracy = record.get("int8_accuracy")
-    if accuracy:
-        rows.append(("int8 accuracy change", f"`{record['command']}`",
-                     f"{accuracy['model']} on {Path(accuracy['data']).name} test: {accuracy['fp32_top1']:.2f}% fp32 -> "
-                     f"{accuracy['top1']:.2f}% int8 (**{accuracy['change']:+.2f} points**), "
-                     f"{accuracy['agreement']:.2f}% top-1 agreement", machine(record)))
+    for backend, runtime in (("ort", "ONNX Runtime"), ("executorch", "ExecuTorch (XNNPACK)")):
+        for threads in record["settings"]["threads"]:
+            cells = {r["model"]: r for r in record["measurements"] if r["backend"] == backend
+                     and r["threads"] == threads and r["resolution"] == [224, 224]}
+            if not cells:
+                continue
+            latencies = ", ".join(f"{label} {cells[m]['median_ms']:.2f} ms" for m, label in names.items() if m in cells)
+            half = cells.get("shufflenet_v1_x0_5_g3")
+            speedup = (f"; 0.5x is **{half['speedup_vs_alexnet']:.1f}x** faster than AlexNet (paper 13x)"
+                       if half and half["speedup_vs_alexnet"] else "")
+            rows.append((f"Table 8, {runtime} fp32, 224x224, {threads} thread{'s' if threads > 1 else ''}",
+                         f"`{record['command']}`", latencies + speedup, machine(record)))
+    for key, runtime in (("int8_accuracy", "ONNX Runtime"), ("executorch_int8_accuracy", "ExecuTorch")):
+        accuracy = record.get(key)
+        if accuracy:
+            rows.append((f"int8 accuracy change, {runtime}", f"`{record['command']}`",
+                         f"{accuracy['model']} on {Path(accuracy['data']).name} test: "
+                         f"{accuracy['fp32_top1']:.2f}% fp32 -> {accuracy['top1']:.2f}% int8 "
+                         f"(**{accuracy['change']:+.2f} points**), {accuracy['agreement']:.2f}% top-1 agreement",
+                         machine(record)))
     return rows
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shufflenet.bench.latency import results_table
-from shufflenet.bench.table8 import table8_rows
+from shufflenet.bench.table8 import executorch_profile_text, runtime_rows, table8_rows, winner_rows
 from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
@@ -112,10 +112,68 @@ QUOTES += [("reproduction.md", "grid_throughput.json", grid_speedup),
            ("reproduction.md", "grid_throughput.json", grid_ideal)]
 
 
+def cell_at(record: dict, model: str, backend: str, threads: int) -> dict:
+    """A Table 8 measurement at 224x224, batch 1."""
+    return next(m for m in record["measurements"] if (m["model"], m["backend"], m["threads"], m["resolution"]) ==
+                (model, backend, threads, [224, 224]))
+
+
+def ms_at(record: dict, model: str, backend: str, threads: int) -> float:
+    return cell_at(record, model, backend, threads)["median_ms"]
+
+
+def profile_cell(record: dict, runtime: str, precision: str, operator: str, column: int) -> str:
+    """A cell of a per-operator profile table in the Table 8 record (columns: operator, nodes, us, share...)."""
+    row = next(line for line in record[f"{runtime}_profile"][precision].splitlines()
+               if line.split("|")[1].strip() == operator)
+    return row.split("|")[column + 1].strip()
+
+
+HALF, ONE, ALEXNET, MOBILENET = "shufflenet_v1_x0_5_g3", "shufflenet_v1_x1_0_g3", "tv_alexnet", "mobilenet_v1_x1_0"
+
+
+def et_speedup(record: dict) -> float:
+    return cell_at(record, HALF, "executorch", 1)["speedup_vs_alexnet"]
+
+
+QUOTES += [("deploy.md", "table8.json", quoted) for quoted in (
+    lambda r: f"({ms_at(r, HALF, 'executorch', 1):.2f} ms against ONNX Runtime's {ms_at(r, HALF, 'ort', 1):.2f} ms)",
+    lambda r: f"a tie ({ms_at(r, ONE, 'executorch', 1):.2f} against {ms_at(r, ONE, 'ort', 1):.2f} ms)",
+    lambda r: f"convs at {profile_cell(r, 'ort', 'fp32', 'pointwise conv, grouped', 5)} GMAC/s",
+    lambda r: f"the transposes are {profile_cell(r, 'executorch', 'fp32', 'Transpose (ND, X32)', 2)} us, "
+              f"{profile_cell(r, 'executorch', 'fp32', 'Transpose (ND, X32)', 3)} of the operator time, and the "
+              f"IGEMMs {profile_cell(r, 'executorch', 'fp32', 'Convolution (NHWC, F32) IGEMM', 3)}",
+    lambda r: f"runs in {ms_at(r, ONE, 'executorch-int8', 1):.2f} ms against ONNX Runtime's "
+              f"{ms_at(r, ONE, 'ort-int8', 1):.2f} ms",
+    lambda r: f"(ONNX Runtime wins by "
+              f"{ms_at(r, ALEXNET, 'executorch-int8', 1) / ms_at(r, ALEXNET, 'ort-int8', 1):.2f}x)",
+    lambda r: f"(0.5x g=3: {ms_at(r, HALF, 'ort', 2):.2f} ms against {ms_at(r, HALF, 'ort', 1):.2f} at 1 thread)",
+    lambda r: f"XNNPACK splits ShuffleNet 0.5x well ({ms_at(r, HALF, 'executorch', 2):.2f} ms)",
+    lambda r: f"({ms_at(r, ONE, 'executorch', 2):.2f} and {ms_at(r, MOBILENET, 'executorch', 2):.2f} ms)",
+    lambda r: f"**{et_speedup(r):.2f}x** faster than AlexNet on ExecuTorch fp32",
+    lambda r: f"missed by {100 * (1 - et_speedup(r) / 15):.0f}%",
+    lambda r: f"AlexNet takes {ms_at(r, ALEXNET, 'executorch', 1):.2f} ms there, so 0.5x would need "
+              f"{ms_at(r, ALEXNET, 'executorch', 1) / 15:.2f} ms",
+    lambda r: f"runs at {cell_at(r, ONE, 'executorch', 1)['latency_over_bound']:.2f}x its fp32 compute bound",
+    lambda r: f"int8 is **{ms_at(r, ONE, 'executorch', 1) / ms_at(r, ONE, 'executorch-int8', 1):.2f}x** faster",
+    lambda r: f"missed by {100 * (1 - ms_at(r, ONE, 'executorch', 1) / ms_at(r, ONE, 'executorch-int8', 1) / 2):.1f}% "
+              f"at 1 thread",
+    lambda r: f"At 2 threads it is {ms_at(r, ONE, 'executorch', 2) / ms_at(r, ONE, 'executorch-int8', 2):.2f}x",
+    lambda r: f"the transposes take {profile_cell(r, 'executorch', 'int8', 'Transpose (ND, X8)', 3)} and the int8 "
+              f"residual adds {profile_cell(r, 'executorch', 'int8', 'Add (ND)', 3)}",
+    lambda r: f"The int8 top-1 drop is {-r['executorch_int8_accuracy']['change']:.2f} points",
+    lambda r: f"{r['executorch_int8_accuracy']['images']:,} test images: "
+              f"{r['executorch_int8_accuracy']['fp32_top1']:.2f}% -> {r['executorch_int8_accuracy']['top1']:.2f}%",
+    lambda r: f"ONNX Runtime's int8 loses {-r['int8_accuracy']['change']:.2f} points on the same weights",
+    lambda r: f"that took {r['settings']['minutes']} minutes",
+)]
+
+
 @pytest.mark.parametrize("page,name,quoted", QUOTES)
 def test_docs_quote_the_result_files(page, name, quoted):
     expected = quoted(result(name))
-    assert expected in doc(page), f"docs/{page} should say {expected!r} (from results/{name})"
+    assert " ".join(expected.split()) in " ".join(doc(page).split()), (
+        f"docs/{page} should say {expected!r} (from results/{name})")
 
 
 def test_generated_docs_tables_are_the_result_files():
@@ -124,6 +182,9 @@ def test_generated_docs_tables_are_the_result_files():
     resolutions = [tuple(r) for r in table8["settings"]["resolutions"]]
     page = doc("table8.md")
     assert table8_rows(table8["measurements"], resolutions) in page and results_table(table8) in page
+    assert runtime_rows(table8["measurements"], table8["settings"]["threads"]) in page
+    assert winner_rows(table8["measurements"], table8["settings"]["threads"]) in page
+    assert executorch_profile_text(table8) in page
     cells = load_cells(ROOT / "results" / "reproduce")
     seeds = {epochs: len({c["cell"]["seed"] for c in cells.values() if c["cell"]["epochs"] == epochs})
              for epochs in scales_of(cells)}

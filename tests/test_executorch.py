@@ -132,6 +132,21 @@ def test_int8_pte_matches_its_quantized_module(exports, name, tmp_path):
     assert path.stat().st_size < fp32_path.stat().st_size
 
 
+def test_the_profile_times_every_operator_the_delegate_took(exports):
+    from shufflenet.bench.pte_profile import profile_pte
+
+    model, path, result = exports("shufflenet_v1_x0_25_g3")
+    rows = profile_pte(path, (1, 3, RESOLUTION, RESOLUTION), runs=3)
+    nodes = {row["kind"]: row["nodes"] for row in rows}
+    delegated = result.delegation.delegated
+    # Every convolution and the classifier, each once per run (XNNPACK may run a 1x1 convolution as a GEMM).
+    assert sum(n for kind, n in nodes.items() if kind.startswith(("Convolution", "Fully Connected"))) == (
+        delegated["aten.convolution"] + delegated["aten.linear"])
+    assert nodes["Max Pooling (NHWC, F32)"] == delegated["aten.max_pool2d"] == 1
+    assert all("(" in kind for kind in nodes), nodes  # XNNPACK's "Name (layout, type)", not the runtime's spans
+    assert sum(row["share"] for row in rows) == pytest.approx(1) and all(row["us"] >= 0 for row in rows)
+
+
 def test_predict_reads_the_record_inside_the_pte(exports, tmp_path, capsys):
     model, path, _ = exports("shufflenet_v1_x0_25_g3")
     if RACCOON.is_file():

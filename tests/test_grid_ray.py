@@ -92,6 +92,23 @@ def test_a_cell_locked_by_another_driver_is_running_and_left_to_it(cifar, tmp_pa
     assert not ray.is_initialized()
 
 
+def test_a_cell_is_estimated_from_its_other_seeds_when_they_have_finished(cifar, tmp_path):
+    tiny, tiny_seed1 = Cell(TINY, TINY, None, 0, 10), Cell(TINY, TINY, None, 1, 10)
+    big, other = (Cell(name, name, None, 0, 10) for name in ("shufflenet_v1_x0_5_g3", "shufflenet_v1_x0_25_g8"))
+    cells = [tiny, tiny_seed1, big, other]
+    grid = tiny_grid(Grid, cifar, tmp_path)
+    before = grid.seconds_left(cells)
+    grid.results.mkdir(parents=True)
+    for cell, seconds in ((tiny, 300.0), (big, 100.0)):  # unlike their estimates: the tiny cell slower
+        grid.result_path(cell).write_text(json.dumps({"train_seconds": seconds}))
+    (grid.runs / tiny_seed1.name).mkdir(parents=True)
+    (grid.runs / tiny_seed1.name / "metrics.jsonl").write_text("{}\n" * 4)  # 4 of 10 epochs done
+    left = grid.seconds_left(cells)
+    assert left[tiny.name] == left[big.name] == 0 and left[tiny_seed1.name] == pytest.approx(300.0 * 0.6)
+    scale = 400.0 / (before[tiny.name] + before[big.name])  # a row not seen yet: rescaled by all finished cells
+    assert left[other.name] == pytest.approx(before[other.name] * scale)
+
+
 @dataclass
 class Untrained(Grid):
     """Cells that write the configuration they would train and a made-up result (no training: scheduling is

@@ -6,9 +6,9 @@ the references (``shufflenet.benchmark.DEFAULT_MODELS``) at 224x224, 480x640 and
 batch 1, on PyTorch eager, PyTorch optimised (BN folded + channels_last), ONNX Runtime fp32 and int8; plus
 ONNX Runtime without our graph rewrite for the ShuffleNets, ``torch.compile`` at 224 on 1 thread, and a plain
 straightforward eager ShuffleNet 1x g=3 (``plain_shufflenet``); ExecuTorch (XNNPACK) fp32 and int8 for every
-model at 224x224; then ONNX Runtime's per-operator profile of ShuffleNet 1x g=3 (fp32 and int8); with trained
-weights, the int8 accuracy change of the ONNX and the ExecuTorch int8 files. ``render_table8`` writes
-docs/table8.md and its plots from the result record.
+model at 224x224; then the per-operator profiles of ShuffleNet 1x g=3 (fp32 and int8) in ONNX Runtime and in
+ExecuTorch; with trained weights, the int8 accuracy change of the ONNX and the ExecuTorch int8 files.
+``render_table8`` writes docs/table8.md and its plots from the result record.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .latency import DEFAULT_BACKENDS, DEFAULT_MODELS, SPEED_REFERENCE, results_
 from .ort_profile import profile_onnx
 from .plain_shufflenet import PlainShuffleNet
 from .plots import plot_results
+from .pte_profile import profile_pte
 
 PLAIN = "plain_shufflenet_v1_x1_0_g3"  # eager yardstick
 PROFILED = "shufflenet_v1_x1_0_g3"
@@ -159,21 +160,52 @@ def runtime_rows(records: list[dict], threads: list[int], resolution: tuple[int,
     return format_table(["model", *headers], rows)
 
 
-def profile_tables(resolution: tuple[int, int]) -> tuple[str, str]:
-    """ONNX Runtime per-operator profiles of ShuffleNet 1x g=3: our fp32 export and its int8 version."""
+def winner_rows(records: list[dict], threads: list[int], resolution: tuple[int, int] = (224, 224)) -> str:
+    """Per model at ``resolution``: the faster runtime in fp32 and in int8 at each thread count, and by how much
+    (ONNX Runtime's latency over ExecuTorch's: above 1, ExecuTorch wins)."""
+    pairs = [(precision, t) for precision in ("fp32", "int8") for t in threads]
+    rows = []
+    for name in DEFAULT_MODELS:
+        cells = []
+        for precision, t in pairs:
+            suffix = "" if precision == "fp32" else "-int8"
+            ort, executorch = (find(records, model=name, backend=b + suffix, threads=t, resolution=resolution)
+                               for b in ("ort", "executorch"))
+            ratio = ort and executorch and ort["median_ms"] / executorch["median_ms"]
+            cells.append(None if not ratio else f"{'ExecuTorch' if ratio > 1 else 'ORT'} {max(ratio, 1 / ratio):.2f}x")
+        if any(cells):
+            rows.append([name, *cells])
+    return format_table(["model", *(f"{precision} {t}t" for precision, t in pairs)], rows)
+
+
+def profile_table(rows: list[dict[str, Any]]) -> str:
+    """A per-operator profile as a table; the multiply-add columns only where the profiler gives them."""
+    rates = any("mmacs" in r for r in rows)
+    return format_table(("operator", "nodes", "us / run", "share", *(("MMACs", "GMAC/s") if rates else ())),
+                        [(r["kind"], r["nodes"], round(r["us"], 1), f"{100 * r['share']:.1f}%",
+                          *((round(r["mmacs"], 2) if "mmacs" in r else None,
+                             round(r["gmacs_per_s"], 1) if "gmacs_per_s" in r else None) if rates else ()))
+                         for r in rows])
+
+
+def profile_tables(resolution: tuple[int, int]) -> dict[str, dict[str, str]]:
+    """Per-operator profiles of ShuffleNet 1x g=3 at 1 thread, fp32 and int8, per runtime: ONNX Runtime (our
+    export and its QDQ int8 version) and ExecuTorch (our XNNPACK .pte files)."""
     model = load(PROFILED).model
-    tables = []
+    calibration = torch.randn(8, 3, *resolution)
+    shape = (1, 3, *resolution)
+    tables: dict[str, dict[str, str]] = {"ort": {}, "executorch": {}}
     with tempfile.TemporaryDirectory() as scratch:
-        fp32, int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
-        export_onnx(model, fp32, resolution)
-        quantize_onnx(fp32, int8, torch.randn(8, 3, *resolution))
-        for path in (fp32, int8):
-            rows = [(r["kind"], r["nodes"], round(r["us"], 1), f"{100 * r['share']:.1f}%",
-                     round(r["mmacs"], 2) if "mmacs" in r else None,
-                     round(r["gmacs_per_s"], 1) if "gmacs_per_s" in r else None)
-                    for r in profile_onnx(path, (1, 3, *resolution))]
-            tables.append(format_table(("operator", "nodes", "us / run", "share", "MMACs", "GMAC/s"), rows))
-    return tables[0], tables[1]
+        onnx_fp32, onnx_int8 = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        export_onnx(model, onnx_fp32, resolution)
+        quantize_onnx(onnx_fp32, onnx_int8, calibration)
+        for precision, path in (("fp32", onnx_fp32), ("int8", onnx_int8)):
+            tables["ort"][precision] = profile_table(profile_onnx(path, shape))
+        for precision, images in (("fp32", None), ("int8", calibration)):
+            path = Path(scratch) / f"{precision}.pte"
+            export_executorch(model, path, resolution, calibration=images)
+            tables["executorch"][precision] = profile_table(profile_pte(path, shape))
+    return tables
 
 
 def measure_table8(quick: bool = False, int8_weights: str | None = None, int8_data: str | None = None,
@@ -189,8 +221,9 @@ def measure_table8(quick: bool = False, int8_weights: str | None = None, int8_da
     backends = list(DEFAULT_BACKENDS) + ["ort-plain", *EXECUTORCH] + ([] if quick else ["eager-compile"])
     result = run_benchmark(models, backends, resolutions, threads, batch=1, repeats=5 if quick else 25,
                            warmup=2 if quick else 3, max_seconds=1.0 if quick else 2.5, only=keep)
-    fp32_profile, int8_profile = profile_tables((224, 224))
-    result["ort_profile"] = {"model": PROFILED, "fp32": fp32_profile, "int8": int8_profile}
+    profiles = profile_tables((224, 224))
+    result["ort_profile"] = {"model": PROFILED, **profiles["ort"]}
+    result["executorch_profile"] = {"model": PROFILED, **profiles["executorch"]}
     result["int8_accuracy"] = accuracy.get("onnx")
     result["executorch_int8_accuracy"] = accuracy.get("executorch")
     from importlib.metadata import version
@@ -198,6 +231,28 @@ def measure_table8(quick: bool = False, int8_weights: str | None = None, int8_da
     result["settings"].update(quick=quick, resolutions=[list(r) for r in resolutions], threads=list(threads),
                               minutes=round((time.time() - started) / 60, 1), executorch=version("executorch"))
     return result
+
+
+def executorch_profile_text(record: dict[str, Any]) -> str:
+    """ExecuTorch's per-operator profile section (records measured before it was added have none)."""
+    profile = record.get("executorch_profile")
+    if not profile:
+        return ""
+    return f"""
+## Where ExecuTorch (XNNPACK) spends the time: ShuffleNet 1x g=3, 224x224, 1 thread
+
+XNNPACK's own operator names (ETDump events, read by ExecuTorch's Inspector); a 1x1 convolution, grouped or
+dense, runs as an IGEMM or GEMM, a depthwise one as a DWConv, and the transposes are layout changes XNNPACK
+puts around each channel shuffle.
+
+fp32:
+
+{profile['fp32']}
+
+int8 (PT2E, per-channel weights):
+
+{profile['int8']}
+"""
 
 
 def render_table8(record: dict[str, Any], docs: str | Path, json_name: str) -> str:
@@ -222,6 +277,10 @@ the XNNPACK quantizer (per-channel weights), the runtime's threadpool set to the
 bound is the GEMM bound above.
 
 {runtime_rows(records, settings['threads'])}
+
+The faster runtime per model, and by how much (the slower one's latency over the faster one's):
+
+{winner_rows(records, settings['threads'])}
 
 """
     text = f"""# ShuffleNet Table 8 on this CPU (generated)
@@ -249,7 +308,7 @@ fp32 (our export):
 int8 (QDQ, per-channel):
 
 {record['ort_profile']['int8']}
-
+{executorch_profile_text(record)}
 ## Every measurement
 
 {results_table(record)}

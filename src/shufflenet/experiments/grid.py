@@ -166,7 +166,8 @@ class Grid:
     # --- training ---
 
     def seconds_left(self, cells: list[Cell]) -> dict[str, float]:
-        """Estimated training seconds left per cell, from its MFLOPs and what the finished cells took."""
+        """Estimated training seconds left per cell: what the finished cells of the same row and epochs took
+        (another seed), else its MFLOPs rescaled by what all the finished cells took."""
 
         def predicted(cell: Cell) -> float:
             try:
@@ -179,10 +180,15 @@ class Grid:
                     if self.result_path(cell).is_file()]
         scale = (sum(r["train_seconds"] for _, r in finished) / sum(predicted(c) for c, _ in finished)
                  if finished else 1.0)
+        taken: dict[tuple[str, int], list[float]] = {}
+        for cell, record in finished:
+            taken.setdefault((cell.key, cell.epochs), []).append(record["train_seconds"])
         left = {}
         for cell in cells:
             state, done = self.state(cell)
-            left[cell.name] = 0.0 if state == "done" else scale * predicted(cell) * (1 - done / cell.epochs)
+            seen = taken.get((cell.key, cell.epochs))
+            whole = sum(seen) / len(seen) if seen else scale * predicted(cell)
+            left[cell.name] = 0.0 if state == "done" else whole * (1 - done / cell.epochs)
         return left
 
     def todo(self, cells: list[Cell]) -> list[Cell]:
