@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shufflenet.bench.latency import results_table
-from shufflenet.bench.table8 import executorch_profile_text, runtime_rows, table8_rows, winner_rows
+from shufflenet.bench.table8 import executorch_profile_text, find, runtime_rows, table8_rows, winner_rows
 from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
@@ -114,8 +114,7 @@ QUOTES += [("reproduction.md", "grid_throughput.json", grid_speedup),
 
 def cell_at(record: dict, model: str, backend: str, threads: int) -> dict:
     """A Table 8 measurement at 224x224, batch 1."""
-    return next(m for m in record["measurements"] if (m["model"], m["backend"], m["threads"], m["resolution"]) ==
-                (model, backend, threads, [224, 224]))
+    return find(record["measurements"], model=model, backend=backend, threads=threads, resolution=(224, 224))
 
 
 def ms_at(record: dict, model: str, backend: str, threads: int) -> float:
