@@ -9,7 +9,7 @@ import pytest
 
 from shufflenet.bench.latency import results_table
 from shufflenet.bench.table8 import executorch_profile_text, find, runtime_rows, table8_rows, winner_rows
-from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown
+from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown, verdicts
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +166,28 @@ QUOTES += [("deploy.md", "table8.json", quoted) for quoted in (
     lambda r: f"ONNX Runtime's int8 loses {-r['int8_accuracy']['change']:.2f} points on the same weights",
     lambda r: f"that took {r['settings']['minutes']} minutes",
 )]
+
+
+def pair_differences(table: str, epochs: int) -> str:
+    """Our differences of ``table``'s pairs at ``epochs`` (mean over the committed seeds), as "a / b / ..."."""
+    cells = {name: cell for name, cell in load_cells(ROOT / "results" / "reproduce").items()
+             if cell["cell"]["epochs"] == epochs}
+    seeds = len({cell["cell"]["seed"] for cell in cells.values()})
+    return " / ".join(f"{v['ours']:.2f}" for v in verdicts(table_rows(table), cells, epochs, seeds))
+
+
+# Figures of docs/reproduction.md's hand-written discussion, from the cell results of both scales.
+REPRODUCTION_QUOTES = [
+    lambda: f"the margins shrank from {pair_differences('table5', 2)} points at 2 epochs to "
+            f"{pair_differences('table5', 10)}",
+]
+
+
+@pytest.mark.parametrize("quoted", REPRODUCTION_QUOTES)
+def test_reproduction_discussion_quotes_the_cells(quoted):
+    expected = quoted()
+    assert " ".join(expected.split()) in " ".join(doc("reproduction.md").split()), (
+        f"docs/reproduction.md should say {expected!r} (from results/reproduce)")
 
 
 @pytest.mark.parametrize("page,name,quoted", QUOTES)

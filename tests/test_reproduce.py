@@ -41,11 +41,12 @@ def test_cells_shared_between_tables_run_once():
     assert len(cells) == 2 * (7 + 4 + 8 + 2)
 
 
-def fake_cells(tmp_path, errors: dict[str, list[float]]) -> None:
+def fake_cells(tmp_path, errors: dict[str, list[float]], epochs: int = 3) -> None:
     for key, values in errors.items():
         for seed, error in enumerate(values):
-            cell = Cell(key, key.split("-")[0], None, seed, 3)
-            (tmp_path / f"{cell.name}.json").write_text(json.dumps({"top1_err": error, "mflops_224": 1.0}))
+            cell = Cell(key, key.split("-")[0], None, seed, epochs)
+            (tmp_path / f"{cell.name}.json").write_text(json.dumps(
+                {"top1_err": error, "mflops_224": 1.0, "cell": {"epochs": epochs, "seed": seed}}))
 
 
 def test_verdicts_agree_disagree_and_decide_from_the_cell_files(tmp_path):
@@ -73,6 +74,28 @@ def test_one_seed_has_no_spread_and_decides_nothing(tmp_path):
     g8 = next(v for v in verdicts(rows, load_cells(tmp_path), 3, 1) if v["better"].model.endswith("_g8"))
     assert g8["agrees"] and g8["ours"] == pytest.approx(10.0)
     assert g8["spread"] is None and not g8["decides"]
+
+
+def test_both_scales_say_how_each_verdict_moved_with_training_length(tmp_path):
+    from shufflenet.experiments.report import load_cells, scale_comparison, scale_summary
+
+    fake_cells(tmp_path, {"shufflenet_v1_x0_25_g1": [40.0, 40.4], "shufflenet_v1_x0_25_g3": [38.0, 38.2],
+                          "shufflenet_v1_x0_25_g8": [39.0, 39.2]}, epochs=2)
+    fake_cells(tmp_path, {"shufflenet_v1_x0_25_g1": [30.0, 30.2], "shufflenet_v1_x0_25_g3": [30.3, 30.9],
+                          "shufflenet_v1_x0_25_g8": [29.4, 30.0]}, epochs=10)
+    tables, cells = {"table2": table_rows("table2")}, load_cells(tmp_path)
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in scale_comparison(tables, cells, 2).splitlines()]
+    lines = {row[1]: row[3:] for row in rows[2:]}  # favoured row: paper, 2 epochs, 10 epochs, change
+    # g3: 40.2 - 38.1 = +2.10 (spread 0.4 decides) at 2 epochs, 30.1 - 30.6 = -0.50 (spread 0.6: does not) at 10
+    assert lines["ShuffleNet 0.25x, g = 3"][1:] == [
+        "+2.10 (spread 0.40; agrees, decides)", "-0.50 (spread 0.60; disagrees)",
+        "sign flips (+2.10 -> -0.50); no longer decides"]
+    # g8: +1.10 then +0.40, below its spread of 0.60: no longer decides
+    assert lines["ShuffleNet 0.25x, g = 8"][-1] == "0.70 smaller; no longer decides"
+    assert lines["ShuffleNet 0.5x, g = 3"][1:] == ["not run", "not run", ""]
+    assert scale_summary(tables, cells, 2) == (
+        "Of the 2 pairs run at both 2 and 10 epochs: at 10 epochs 1 agree with the paper's sign and 0 decide; "
+        "1 kept their sign from 2 epochs and 1 flipped it; 2 margins shrank and 0 grew.")
 
 
 def test_grid_skips_finished_cells_resumes_and_reports(tmp_path, monkeypatch, capsys, few_cifar_images):

@@ -173,26 +173,62 @@ def scales_of(cells: dict[str, dict[str, Any]]) -> list[int]:
     return sorted({cell["cell"]["epochs"] for cell in cells.values()})
 
 
+def scale_change(first: dict[str, Any], last: dict[str, Any]) -> str:
+    """How a pair's verdict moved from the shortest training to the longest: sign, size, deciding."""
+    if first["ours"] is None or last["ours"] is None:
+        return ""
+    if first["agrees"] != last["agrees"]:
+        size = f"sign flips ({first['ours']:+.2f} -> {last['ours']:+.2f})"
+    else:
+        size = f"{abs(abs(first['ours']) - abs(last['ours'])):.2f} " + (
+            "smaller" if abs(last["ours"]) < abs(first["ours"]) else "larger")
+    decides = {(True, True): "still decides", (True, False): "no longer decides", (False, True): "now decides",
+               (False, False): "decides at neither"}[first["decides"], last["decides"]]
+    return f"{size}; {decides}"
+
+
+def scale_verdicts(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]],
+                   seeds: int) -> list[tuple[str, tuple[dict[str, Any], ...]]]:
+    """(table, the pair's verdict at each scale of ``scales_of(cells)``) for every pair of every table."""
+    return [(table, per_scale) for table, rows in tables.items()
+            for per_scale in zip(*(verdicts(rows, cells, epochs, seeds) for epochs in scales_of(cells)))]
+
+
 def scale_comparison(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], seeds: int) -> str:
-    """Every pair at every scale: our difference (mean over seeds), the seed spread and the verdict."""
+    """Every pair at every scale: our difference (mean over seeds), the seed spread and the verdict, and how it
+    moved from the shortest training to the longest."""
     scales = scales_of(cells)
     lines = []
-    for table, rows in tables.items():
-        for scale_verdicts in zip(*(verdicts(rows, cells, epochs, seeds) for epochs in scales)):
-            first = scale_verdicts[0]
-            line = [table, first["better"].label, first["baseline"].label,
-                    None if first["paper"] is None else round(first["paper"], 1)]
-            for v in scale_verdicts:
-                if v["ours"] is None:
-                    line.append("not run")
-                    continue
-                noise = "one seed" if v["spread"] is None else f"spread {v['spread']:.2f}"
-                verdict = ("agrees" if v["agrees"] else "disagrees") + (", decides" if v["decides"] else "")
-                line.append(f"{v['ours']:+.2f} ({noise}; {verdict})")
-            lines.append(tuple(line))
+    for table, per_scale in scale_verdicts(tables, cells, seeds):
+        first = per_scale[0]
+        line = [table, first["better"].label, first["baseline"].label,
+                None if first["paper"] is None else round(first["paper"], 1)]
+        for v in per_scale:
+            if v["ours"] is None:
+                line.append("not run")
+                continue
+            noise = "one seed" if v["spread"] is None else f"spread {v['spread']:.2f}"
+            verdict = ("agrees" if v["agrees"] else "disagrees") + (", decides" if v["decides"] else "")
+            line.append(f"{v['ours']:+.2f} ({noise}; {verdict})")
+        lines.append((*line, scale_change(first, per_scale[-1])))
     headers = ("table", "favoured by the paper", "against", "paper: lower by",
-               *(f"ours at {epochs} epochs: lower by" for epochs in scales))
+               *(f"ours at {epochs} epochs: lower by" for epochs in scales), f"{scales[0]} -> {scales[-1]} epochs")
     return format_table(headers, lines)
+
+
+def scale_summary(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], seeds: int) -> str:
+    """One sentence: at the longest training, how many pairs agree and decide; from the shortest, how many kept
+    their sign and how many margins shrank."""
+    scales = scales_of(cells)
+    both = [(v[0], v[-1]) for _, v in scale_verdicts(tables, cells, seeds)
+            if v[0]["ours"] is not None and v[-1]["ours"] is not None]
+    last = [pair[1] for pair in both]
+    kept = sum(a["agrees"] == b["agrees"] for a, b in both)
+    shrank = sum(abs(b["ours"]) < abs(a["ours"]) for a, b in both)
+    return (f"Of the {len(both)} pairs run at both {scales[0]} and {scales[-1]} epochs: at {scales[-1]} epochs "
+            f"{sum(v['agrees'] for v in last)} agree with the paper's sign and {sum(v['decides'] for v in last)} "
+            f"decide; {kept} kept their sign from {scales[0]} epochs and {len(both) - kept} flipped it; "
+            f"{shrank} margins shrank and {len(both) - shrank} grew.")
 
 
 def plot_scales(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], seeds: int, path: Path) -> Path:
@@ -240,7 +276,8 @@ def render(tables: dict[str, list[Row]], results: Path, docs: Path, epochs: int,
         plot = plot_scales(tables, cells, seeds, docs / "reproduction" / "scales.png")
         page += ["## Both scales", "", "Every pair at every length of training whose cells are here (a grid that "
                  "is still running shows its finished cells; `not run` where a pair has none yet).", "",
-                 scale_comparison(tables, cells, seeds), "", f"![scales](reproduction/{plot.name})", ""]
+                 scale_comparison(tables, cells, seeds), "", scale_summary(tables, cells, seeds), "",
+                 f"![scales](reproduction/{plot.name})", ""]
     target = docs / "reproduction.md"
     discussion = f"{DISCUSSION_START}\n## Discussion\n\n(to be written from the results)\n{DISCUSSION_END}"
     if target.is_file():
