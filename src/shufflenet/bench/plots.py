@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import atomic_output
+from ..io.figures import save_figure
 from ..paper.published import TABLE8_LATENCY_MS, TABLE8_RESOLUTIONS
 from .latency import SPEED_REFERENCE
 
@@ -65,13 +65,3 @@ def plot_results(result: dict[str, Any], directory: str | Path, resolution: tupl
     axes.grid(True, which="both", alpha=0.3)
     written.append(save_figure(figure, directory / f"speedup_{tag}.png"))
     return written
-
-
-def save_figure(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=130)
-    plt.close(figure)
-    return path

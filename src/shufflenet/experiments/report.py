@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_output
+from ..io.figures import save_figure
 from ..text_table import format_table
 from .grid import Cell
 from .tables import CLAIMS, Row
@@ -138,18 +139,6 @@ def plot_table(table: str, rows: list[Row], cells: dict[str, dict[str, Any]], ep
         axis.grid(alpha=0.3)
     figure.suptitle(f"{TITLES[table]} (green: favoured by the paper, red: what it should beat)", fontsize=10)
     return save_figure(figure, path)
-
-
-def save_figure(figure: Any, path: Path) -> Path:
-    """Lay out ``figure``, write it to ``path`` as a PNG (atomically) and close it."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
-    plt.close(figure)
-    return path
 
 
 def short_label(row: Row) -> str:
