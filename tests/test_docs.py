@@ -9,7 +9,7 @@ import pytest
 
 from shufflenet.bench.latency import results_table
 from shufflenet.bench.table8 import executorch_profile_text, find, runtime_rows, table8_rows, winner_rows
-from shufflenet.experiments.report import load_cells, scale_comparison, scales_of, table_markdown, verdicts
+from shufflenet.experiments.report import load_cells, row_errors, scale_comparison, scales_of, table_markdown, verdicts
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,16 +168,33 @@ QUOTES += [("deploy.md", "table8.json", quoted) for quoted in (
 )]
 
 
-def pair_differences(table: str, epochs: int) -> str:
-    """Our differences of ``table``'s pairs at ``epochs`` (mean over the committed seeds), as "a / b / ..."."""
+def cells_at(epochs: int) -> tuple[dict[str, dict], int]:
+    """The committed cell results of the ``epochs`` grid, and its number of seeds."""
     cells = {name: cell for name, cell in load_cells(ROOT / "results" / "reproduce").items()
              if cell["cell"]["epochs"] == epochs}
-    seeds = len({cell["cell"]["seed"] for cell in cells.values()})
-    return " / ".join(f"{v['ours']:.2f}" for v in verdicts(table_rows(table), cells, epochs, seeds))
+    return cells, len({cell["cell"]["seed"] for cell in cells.values()})
+
+
+def pair_differences(table: str, epochs: int, pairs: slice = slice(None)) -> str:
+    """Our differences of ``table``'s pairs at ``epochs`` (mean over the seeds), as "a / b / ..."."""
+    cells, seeds = cells_at(epochs)
+    return " / ".join(f"{v['ours']:.2f}" for v in verdicts(table_rows(table), cells, epochs, seeds)[pairs])
+
+
+def row_mean(table: str, label: str, epochs: int) -> str:
+    cells, seeds = cells_at(epochs)
+    row = next(r for r in table_rows(table) if r.label == label)
+    return f"{statistics.mean(row_errors(row, cells, epochs, seeds)):.2f}%"
 
 
 # Figures of docs/reproduction.md's hand-written discussion, from the cell results of both scales.
 REPRODUCTION_QUOTES = [
+    lambda: f"{pair_differences('table4', 10, slice(0, 4))} points at 38 MFLOPs (against VGG-like / ResNet / "
+            f"Xception-like / ResNeXt) and {pair_differences('table4', 10, slice(4, 8))} at 13 MFLOPs",
+    lambda: f"MFLOPs: {pair_differences('table4', 10, slice(3, 4))} points behind ShuffleNet",
+    lambda: f"(at 2 epochs it was {pair_differences('table4', 2, slice(3, 4))} behind)",
+    lambda: f"({row_mean('table4', 'VGG-like (38 MFLOPs)', 2)} -> {row_mean('table4', 'VGG-like (38 MFLOPs)', 10)} "
+            f"error at 38 MFLOPs)",
     lambda: f"the margins shrank from {pair_differences('table5', 2)} points at 2 epochs to "
             f"{pair_differences('table5', 10)}",
 ]
