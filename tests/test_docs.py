@@ -200,6 +200,59 @@ REPRODUCTION_QUOTES = [
 ]
 
 
+def program(record: dict, name: str, threads: int) -> dict:
+    return record["programs"][name][str(threads)]
+
+
+def program_ms(record: dict, name: str, threads: int) -> float:
+    return program(record, name, threads)["program_ms"]
+
+
+def operator_us(record: dict, name: str, threads: int) -> float:
+    """The summed time of the program's operators."""
+    return sum(program(record, name, threads)["operator_us"].values())
+
+
+def program_speedup(record: dict, name: str) -> str:
+    return f"{program_ms(record, name, 1) / program_ms(record, name, 2):.2f}x"
+
+
+def round_range(record: dict, name: str) -> str:
+    ratios = [a / b for a, b in zip(program(record, name, 1)["program_ms_per_round"],
+                                    program(record, name, 2)["program_ms_per_round"])]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+
+def kind_speedup(record: dict, name: str, kind: str) -> str:
+    return f"{program(record, name, 1)['operator_us'][kind] / program(record, name, 2)['operator_us'][kind]:.2f}x"
+
+
+def work_speedups(record: dict) -> str:
+    """The range of the convolutions' and classifier's speed-ups over every program."""
+    ratios = [figures["1"]["operator_us"][kind] / figures["2"]["operator_us"][kind]
+              for figures in record["programs"].values() for kind in figures["nodes"]
+              if kind.startswith(("Convolution", "Fully Connected"))]
+    return f"({min(ratios):.2f}x to {max(ratios):.2f}x in the"
+
+
+HALF32, ONE32, ONE8, MOBILE32 = (f"{HALF} fp32", f"{ONE} fp32", f"{ONE} int8", f"{MOBILENET} fp32")
+QUOTES += [("deploy.md", "executorch_threads.json", quoted) for quoted in (
+    lambda r: f"median of 5 rounds ({program_speedup(r, ONE32)} and {program_speedup(r, MOBILE32)})",
+    lambda r: f"range over {round_range(r, ONE32)} and {round_range(r, MOBILE32)} on this",
+    lambda r: f"Side by side at 2 threads it is {program_ms(r, ONE32, 2) / program_ms(r, ONE8, 2):.2f}x "
+              f"({program_ms(r, ONE32, 2):.2f} against {program_ms(r, ONE8, 2):.2f} ms)",
+    work_speedups,
+    lambda r: f"in fp32 ({kind_speedup(r, HALF32, 'Transpose (ND, X32)')} and "
+              f"{kind_speedup(r, ONE32, 'Transpose (ND, X32)')}) and gain "
+              f"{kind_speedup(r, ONE8, 'Transpose (ND, X8)')}",
+    lambda r: f"lost in the median ({program_speedup(r, HALF32)})",
+    lambda r: f"less on 2 threads ({operator_us(r, HALF32, 1) / operator_us(r, HALF32, 2):.2f}x)",
+    lambda r: f"each of its {sum(r['programs'][HALF32]['nodes'].values())} operators",
+    lambda r: f"round to round ({round_range(r, HALF32)})",
+    lambda r: "alone (AMD EPYC, 2 cores)" if r["machine"]["cpu"] == "AMD EPYC" else r["machine"]["cpu"],
+)]
+
+
 @pytest.mark.parametrize("quoted", REPRODUCTION_QUOTES)
 def test_reproduction_discussion_quotes_the_cells(quoted):
     expected = quoted()
@@ -223,6 +276,8 @@ def test_generated_docs_tables_are_the_result_files():
     assert runtime_rows(table8["measurements"], table8["settings"]["threads"]) in page
     assert winner_rows(table8["measurements"], table8["settings"]["threads"]) in page
     assert executorch_profile_text(table8) in page
+    threads = load_script("executorch_threads")
+    assert threads.threads_table(result("executorch_threads.json")) in doc("deploy.md")
     cells = load_cells(ROOT / "results" / "reproduce")
     seeds = {epochs: len({c["cell"]["seed"] for c in cells.values() if c["cell"]["epochs"] == epochs})
              for epochs in scales_of(cells)}
