@@ -113,15 +113,22 @@ def simple(name: str, label: str, figure: Callable[[dict[str, Any]], str]) -> tu
 
 
 def reproduce_row() -> tuple[str, str, str, str] | None:
+    """The grids' row: how many cells at each ``--epochs``, and the machines that ran them (each CPU with the date
+    of its newest cell)."""
     folder = ROOT / "results" / "reproduce"
     cells = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     if not cells:
         return None
-    epochs = sorted({c["cell"]["epochs"] for c in cells})
+    grids = {epochs: [c for c in cells if c["cell"]["epochs"] == epochs]
+             for epochs in sorted({c["cell"]["epochs"] for c in cells})}
     seeds = sorted({c["cell"]["seed"] for c in cells})
+    newest = {}
+    for cell in sorted(cells, key=lambda c: c["machine"]["date"]):
+        newest[cell["machine"]["cpu"]] = cell
+    counts = ", ".join(f"{len(grid)} at {epochs} epochs" for epochs, grid in grids.items())
     return ("the paper's Tables 2-5 on CIFAR-10", "`shufflenet reproduce all --data-dir ... --no-md5-check`",
-            f"{len(cells)} cells ({', '.join(map(str, epochs))} epochs each, seed {', '.join(map(str, seeds))}): "
-            f"tables, verdicts and plots in [docs/reproduction.md](docs/reproduction.md)", machine(cells[-1]))
+            f"{counts} (seeds {', '.join(map(str, seeds))}): tables, verdicts and plots in "
+            f"[docs/reproduction.md](docs/reproduction.md)", "; ".join(machine(c) for c in newest.values()))
 
 
 def pretrain_epochs(run: dict[str, Any]) -> int | None:
