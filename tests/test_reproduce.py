@@ -152,6 +152,19 @@ def test_grid_without_data_says_where_to_get_cifar(tmp_path, capsys):
     assert "cifar-10-python.tar.gz" in capsys.readouterr().err
 
 
+def test_cells_pattern_lists_and_trains_only_the_matching_cells(tmp_path, capsys):
+    where = ["--epochs", "10", "--seeds", "2", "--output", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")]
+    assert main(["reproduce", "table3", *where, "--list", "--cells", "*x0_25_g8*"]) == 0
+    listed = re.findall(r"^\| (\S+-e10-s\d) ", capsys.readouterr().out, re.M)
+    # Table 3's 0.25x g = 8 rows (with and without shuffle), 2 seeds each; not 0.25x g = 3 nor 0.5x g = 8
+    assert sorted(listed) == ["shufflenet_v1_x0_25_g8-e10-s0", "shufflenet_v1_x0_25_g8-e10-s1",
+                              "shufflenet_v1_x0_25_g8-shuffle=false-e10-s0",
+                              "shufflenet_v1_x0_25_g8-shuffle=false-e10-s1"]
+    assert main(["reproduce", "table3", *where, "--cells", "table4_*"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "'table4_*' matches none of the 16 cells of table3" in error
+
+
 def test_table1_writes_its_record_and_page(tmp_path, capsys):
     assert main(["reproduce", "table1", "--list", "--output", str(tmp_path / "results" / "reproduce"), "--docs",
                  str(tmp_path / "docs")]) == 0

@@ -14,7 +14,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                     check_md5=args.check_md5, extended=args.extended, list_only=args.list,
                     report_only=args.report_only, command=args.command_line, max_steps=args.max_steps_per_epoch,
                     int8_weights=args.int8_weights, workers=args.workers, gpus_per_cell=args.gpus_per_cell,
-                    address=args.address, compile_cells=args.compile, time_limit=args.time_limit))
+                    address=args.address, compile_cells=args.compile, time_limit=args.time_limit,
+                    only=args.cells))
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,4 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                             "partial, pending) and the time left; also while a grid "
                                                             "runs, from another terminal")
     parser.add_argument("--report-only", action="store_true", help="regenerate the report from the cell results")
+    parser.add_argument("--cells", metavar="PATTERN", help="only the cells whose name matches this shell pattern "
+                                                           "(e.g. '*x0_25*', 'table4_*-s1'; quote it), for --list "
+                                                           "and training; the report still covers the whole tables")
     parser.set_defaults(func=cmd_reproduce)

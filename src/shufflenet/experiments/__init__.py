@@ -7,6 +7,7 @@ is the latency benchmark (``bench.table8``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ class Plan:
     epochs: int
     seeds: int
     extended: bool = False
+    only: str | None = None  # a shell pattern: the cells whose name it matches (``--cells``)
 
     def rows(self) -> dict[str, list]:
         return {t: table_rows(t, self.extended) for t in self.tables if t in TRAINING_TABLES}
 
     def cells(self) -> list[Cell]:
-        return cells_of([row for rows in self.rows().values() for row in rows], self.seeds, self.epochs)
+        cells = cells_of([row for rows in self.rows().values() for row in rows], self.seeds, self.epochs)
+        if self.only is None:
+            return cells
+        matching = [cell for cell in cells if fnmatchcase(cell.name, self.only)]
+        if not matching:
+            raise ValueError(f"--cells {self.only!r} matches none of the {len(cells)} cells of "
+                             f"{', '.join(self.rows())}; `--list` without it shows their names")
+        return matching
 
 
 def expand(selection: str) -> tuple[str, ...]:
@@ -90,12 +99,15 @@ def reproduce(selection: str, *, data: str, data_dir: str | None, epochs: int, s
               list_only: bool = False, report_only: bool = False, command: str | None = None,
               max_steps: int | None = None, int8_weights: str | None = None, workers: int | None = None,
               gpus_per_cell: float | None = None, address: str | None = None, compile_cells: bool = False,
-              time_limit: float | None = None) -> str:
+              time_limit: float | None = None, only: str | None = None) -> str:
     """Run (or list, or only report) the selected tables; returns what to print. The cells run as Ray tasks
     (``cluster.run_grid``: ``workers`` at once, ``threads`` each, ``gpus_per_cell``, on the cluster at
     ``address`` or a local instance), or with ``workers=0`` one at a time in this process; with ``time_limit``
-    (minutes) only the cells estimated to end within it start."""
-    plan = Plan(expand(selection), epochs, seeds, extended)
+    (minutes) only the cells estimated to end within it start; with ``only`` (a shell pattern) only the cells whose
+    name it matches are listed and trained, while the report still covers the whole tables."""
+    plan = Plan(expand(selection), epochs, seeds, extended, only)
+    if only is not None and plan.rows():
+        plan.cells()  # a pattern that matches no cell is refused before anything is written
     for folder in (results, docs):
         folder.mkdir(parents=True, exist_ok=True)
     out = []
