@@ -10,6 +10,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,13 +120,12 @@ def reproduce_row() -> tuple[str, str, str, str] | None:
     cells = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     if not cells:
         return None
-    grids = {epochs: [c for c in cells if c["cell"]["epochs"] == epochs]
-             for epochs in sorted({c["cell"]["epochs"] for c in cells})}
+    per_grid = Counter(c["cell"]["epochs"] for c in cells)
     seeds = sorted({c["cell"]["seed"] for c in cells})
     newest = {}
     for cell in sorted(cells, key=lambda c: c["machine"]["date"]):
         newest[cell["machine"]["cpu"]] = cell
-    counts = ", ".join(f"{len(grid)} at {epochs} epochs" for epochs, grid in grids.items())
+    counts = ", ".join(f"{per_grid[epochs]} at {epochs} epochs" for epochs in sorted(per_grid))
     return ("the paper's Tables 2-5 on CIFAR-10", "`shufflenet reproduce all --data-dir ... --no-md5-check`",
             f"{counts} (seeds {', '.join(map(str, seeds))}): tables, verdicts and plots in "
             f"[docs/reproduction.md](docs/reproduction.md)", "; ".join(machine(c) for c in newest.values()))

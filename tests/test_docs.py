@@ -253,22 +253,24 @@ QUOTES += [("deploy.md", "executorch_threads.json", quoted) for quoted in (
     lambda r: f"less on 2 threads ({operator_us(r, HALF32, 1) / operator_us(r, HALF32, 2):.2f}x)",
     lambda r: f"each of its {sum(r['programs'][HALF32]['nodes'].values())} operators",
     lambda r: f"round to round ({round_range(r, HALF32)})",
-    lambda r: "alone (AMD EPYC, 2 cores)" if r["machine"]["cpu"] == "AMD EPYC" else r["machine"]["cpu"],
+    lambda r: f"run alone ({r['machine']['cpu']}, {r['machine']['logical_cpus']} cores)",
 )]
+
+
+def assert_says(page: str, expected: str, source: str) -> None:
+    """``docs/page`` holds ``expected``, line breaks and runs of spaces aside."""
+    assert " ".join(expected.split()) in " ".join(doc(page).split()), (
+        f"docs/{page} should say {expected!r} (from {source})")
 
 
 @pytest.mark.parametrize("quoted", REPRODUCTION_QUOTES)
 def test_reproduction_discussion_quotes_the_cells(quoted):
-    expected = quoted()
-    assert " ".join(expected.split()) in " ".join(doc("reproduction.md").split()), (
-        f"docs/reproduction.md should say {expected!r} (from results/reproduce)")
+    assert_says("reproduction.md", quoted(), "results/reproduce")
 
 
 @pytest.mark.parametrize("page,name,quoted", QUOTES)
 def test_docs_quote_the_result_files(page, name, quoted):
-    expected = quoted(result(name))
-    assert " ".join(expected.split()) in " ".join(doc(page).split()), (
-        f"docs/{page} should say {expected!r} (from results/{name})")
+    assert_says(page, quoted(result(name)), f"results/{name}")
 
 
 def test_generated_docs_tables_are_the_result_files():
