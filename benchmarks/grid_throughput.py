@@ -1,6 +1,6 @@
 """The reproduce grid's throughput: the same grid cells trained the way the grid ran them before (one cell at a
 time in one process, 2 threads, eager) and the new way (``shufflenet reproduce`` without options: cells as Ray
-tasks on a local instance, as many at once as the plan for this machine holds, with its threads per cell; eager
+tasks on a local instance, as many at once as the placement for this machine holds, with its threads per cell; eager
 unless ``--compile``), in one run, on real CIFAR-10.
 
 Each cell trains ``--epochs`` epochs of ``--steps`` steps (batch 256, the grid's recipe) and is evaluated after
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shufflenet.experiments.cluster import local_resources, plan_for, run_grid
+from shufflenet.experiments.cluster import local_resources, placement_for, run_grid
 from shufflenet.experiments.grid import Cell, Grid
 from shufflenet.io.results import write_result
 from shufflenet.text_table import format_table
@@ -62,18 +62,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch of each cell")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=None, help="the new way: cells at once (default: the plan's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the new way: cells at once (default: the placement's)")
     parser.add_argument("--threads-per-cell", type=int, default=None,
-                        help="the new way: threads of every cell (default: the plan's)")
+                        help="the new way: threads of every cell (default: the placement's)")
     parser.add_argument("--compile", action="store_true", help="the new way: torch.compile every cell")
     parser.add_argument("--json", help="write the result record here")
     args = parser.parse_args()
     cells = [Cell(model, model, None, 0, args.epochs) for model in args.models]
-    plan = plan_for([local_resources()], args.workers, args.threads_per_cell, None)
-    new_way = (f"now: Ray, {plan.workers} cells at once, {plan.threads} thread(s) each, "
+    placement = placement_for([local_resources()], args.workers, args.threads_per_cell, None)
+    new_way = (f"now: Ray, {placement.workers} cells at once, {placement.threads} thread(s) each, "
                f"{'compiled' if args.compile else 'eager'}")
     ways = {"before: one cell at a time, 2 threads, eager": dict(workers=0, threads=2, compile_cells=False),
-            new_way: dict(workers=plan.workers, threads=plan.threads, compile_cells=args.compile)}
+            new_way: dict(workers=placement.workers, threads=placement.threads, compile_cells=args.compile)}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ways}
     for _ in range(args.repeats):
         for name, way in ways.items():
@@ -85,7 +86,7 @@ def main() -> None:
     print(format_table(("way", "wall-clock s (median)", "images/s (median)"), rows))
     print(f"\nthroughput now / before: {now / before:.2f}x (target 1.8x)")
     if args.json:
-        write_result(args.json, {"models": args.models, "plan": {**vars(plan), "compile": args.compile},
+        write_result(args.json, {"models": args.models, "plan": {**vars(placement), "compile": args.compile},
                                  "steps_per_epoch": args.steps, "epochs": args.epochs,
                                  "batch": BATCH, "repeats": args.repeats, "ways": runs,
                                  "images_per_sec": {name: value for name, value in zip(ways, (before, now))},

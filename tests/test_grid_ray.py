@@ -15,7 +15,7 @@ import torch
 from conftest import write_fake_cifar
 
 from shufflenet.cli import main
-from shufflenet.experiments.cluster import Plan, Resources, check_resources, plan_for, run_grid
+from shufflenet.experiments.cluster import Placement, Resources, check_resources, placement_for, run_grid
 from shufflenet.experiments.grid import Cell, Grid
 
 ray = pytest.importorskip("ray")
@@ -64,11 +64,11 @@ def test_gpus_nobody_has_are_refused_in_one_line_before_ray_starts(cifar, tmp_pa
         check_resources([Resources(4, 0), Resources(2, 0)], 8, 0, "the cluster")
     check_resources([Resources(4, 0), Resources(8, 1)], 8, 0.25, "the cluster")
     # defaults: 1 thread per cell, one cell per core; four cells to a GPU at 0.25; --workers shares a node's cores
-    assert plan_for([Resources(16, 1)], None, None, 0.25) == Plan(4, 1, 0.25)
-    assert plan_for([Resources(16, 2)], None, None, None) == Plan(2, 1, 1.0)
-    assert plan_for([Resources(16, 0)], 4, None, None) == Plan(4, 4, 0.0)
-    assert plan_for([Resources(2, 0)], None, None, None) == Plan(2, 1, 0.0)
-    assert plan_for([Resources(2, 0), Resources(4, 0)], None, 2, None) == Plan(3, 2, 0.0)
+    assert placement_for([Resources(16, 1)], None, None, 0.25) == Placement(4, 1, 0.25)
+    assert placement_for([Resources(16, 2)], None, None, None) == Placement(2, 1, 1.0)
+    assert placement_for([Resources(16, 0)], 4, None, None) == Placement(4, 4, 0.0)
+    assert placement_for([Resources(2, 0)], None, None, None) == Placement(2, 1, 0.0)
+    assert placement_for([Resources(2, 0), Resources(4, 0)], None, 2, None) == Placement(3, 2, 0.0)
 
 
 def test_ray_is_imported_only_when_a_grid_runs_on_it():

@@ -2,7 +2,7 @@
 (no dashboard; shut down when the grid ends, however it ends), or joins a cluster with ``--address``.
 
 The driver (this process) keeps at most ``workers`` cells in flight; each is a task asking Ray for as many CPUs
-as its threads (``Grid.cell_threads``) and for ``gpus_per_cell`` of a GPU (0.25: four cells share one). Before it
+as its threads (``Grid.threads``) and for ``gpus_per_cell`` of a GPU (0.25: four cells share one). Before it
 submits a cell the driver takes the cell's lock (two drivers never train one cell at once) and when the task
 returns it writes the cell's result atomically. A task whose worker dies (killed, out of memory, node lost) is
 retried by Ray and resumes from the cell's last epoch checkpoint; a cell that fails for a reason of its own
@@ -46,9 +46,8 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """How the cells run: ``workers`` at once, ``threads`` per cell (``Grid.cell_threads`` may vary it),
-    ``gpus_per_cell`` of a GPU each."""
+class Placement:
+    """How the cells run: ``workers`` at once, ``threads`` per cell, ``gpus_per_cell`` of a GPU each."""
 
     workers: int
     threads: int
@@ -63,8 +62,8 @@ def local_resources() -> Resources:
     return Resources(float(cpus), float(torch.cuda.device_count() if torch.cuda.is_available() else 0))
 
 
-def plan_for(nodes: list[Resources], workers: int | None, threads: int | None,
-             gpus_per_cell: float | None) -> Plan:
+def placement_for(nodes: list[Resources], workers: int | None, threads: int | None,
+                  gpus_per_cell: float | None) -> Placement:
     """Fill the unset options from the nodes: threads ``DEFAULT_THREADS`` (or the cores of a node shared by
     ``workers``), a whole GPU per cell where there are GPUs, and as many cells at once as the nodes hold."""
     largest = max(node.cpus for node in nodes)
@@ -76,7 +75,7 @@ def plan_for(nodes: list[Resources], workers: int | None, threads: int | None,
         workers = sum(int(node.cpus // threads) for node in nodes)
         if gpus_per_cell:
             workers = min(workers, sum(int(node.gpus / gpus_per_cell + 1e-9) for node in nodes))
-    return Plan(max(1, workers), threads, gpus_per_cell)
+    return Placement(max(1, workers), threads, gpus_per_cell)
 
 
 def check_resources(nodes: list[Resources], threads: int, gpus_per_cell: float, where: str) -> None:
@@ -118,7 +117,7 @@ def run_grid(grid: Grid, cells: list[Cell], *, workers: int | None = None, gpus_
 
 
 class RayRunner:
-    """One grid on Ray: start (or join) Ray, plan, check, run the cells, shut down what it started."""
+    """One grid on Ray: start (or join) Ray, place and check the cells, run the cells, shut down what it started."""
 
     def __init__(self, grid: Grid, address: str | None, progress: bool) -> None:
         self.grid, self.address, self.progress = grid, address, progress
@@ -147,38 +146,38 @@ class RayRunner:
         else:  # sized to this machine, checked before Ray starts
             nodes, where = [local_resources()], "this machine"
         try:
-            plan = plan_for(nodes, workers, self.grid.threads, gpus_per_cell)
-            self.grid = replace(self.grid, threads=plan.threads)
-            for threads in {self.grid.cell_threads(cell) or 1 for cell in cells}:
-                check_resources(nodes, threads, plan.gpus_per_cell, where)
+            placement = placement_for(nodes, workers, self.grid.threads, gpus_per_cell)
+            self.grid = replace(self.grid, threads=placement.threads)
+            check_resources(nodes, placement.threads, placement.gpus_per_cell, where)
             if not ray.is_initialized():
-                ray.init(num_cpus=int(max(nodes[0].cpus, plan.workers * plan.threads)), num_gpus=int(nodes[0].gpus),
-                         include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                         object_store_memory=OBJECT_STORE_BYTES)
+                ray.init(num_cpus=int(max(nodes[0].cpus, placement.workers * placement.threads)),
+                         num_gpus=int(nodes[0].gpus), include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, object_store_memory=OBJECT_STORE_BYTES)
                 started_here = True
             if self.address:
                 check_shared_storage(ray, self.grid)
-            return self.drive(ray, cells, plan, deadline)
+            return self.drive(ray, cells, placement, deadline)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def drive(self, ray: Any, cells: list[Cell], plan: Plan, deadline: float | None) -> list[dict[str, Any]]:
-        """Keep ``plan.workers`` cells in flight until every cell is done, failed, held by another driver or (with
-        a ``deadline``) estimated to end too late to start."""
+    def drive(self, ray: Any, cells: list[Cell], placement: Placement,
+              deadline: float | None) -> list[dict[str, Any]]:
+        """Keep ``placement.workers`` cells in flight until every cell is done, failed, held by another driver or
+        (with a ``deadline``) estimated to end too late to start."""
         grid, records, skipped = self.grid, [], []
         task = ray.remote(cell_task)
         waiting: list[Cell] = grid.todo(cells)
         left = grid.seconds_left(cells) if deadline is not None else {}
         flight: dict[Any, tuple[Cell, int, float]] = {}
         bar = tqdm(total=len(waiting), desc="grid", unit="cell", disable=not self.progress)
-        gpu = f" and {plan.gpus_per_cell:g} GPU" if plan.gpus_per_cell else ""
-        tqdm.write(f"grid: {len(waiting)} cells on Ray, {plan.workers} at once, each with {plan.threads} "
-                   f"thread{'s' if plan.threads > 1 else ''}{gpu}")
+        gpu = f" and {placement.gpus_per_cell:g} GPU" if placement.gpus_per_cell else ""
+        tqdm.write(f"grid: {len(waiting)} cells on Ray, {placement.workers} at once, each with "
+                   f"{placement.threads} thread{'s' if placement.threads > 1 else ''}{gpu}")
         with stop_on_sigterm():
             try:
                 while waiting or flight:
-                    while len(flight) < plan.workers:
+                    while len(flight) < placement.workers:
                         cell = next((c for c in waiting if grid.ends_in_time(c, left, deadline)), None)
                         if cell is None:
                             break
@@ -192,7 +191,7 @@ class RayRunner:
                             grid.unlock(handle)
                             bar.update()
                             continue
-                        ref = task.options(num_cpus=grid.cell_threads(cell) or 1, num_gpus=plan.gpus_per_cell,
+                        ref = task.options(num_cpus=grid.threads or 1, num_gpus=placement.gpus_per_cell,
                                            max_retries=RETRIES, retry_exceptions=False,
                                            name=f"cell {cell.name}").remote(grid, cell)
                         flight[ref] = (cell, handle, time.time())

@@ -82,17 +82,12 @@ class Grid:
     max_steps: int | None = None  # per epoch: for smoke tests of the grid itself
     compile: bool = False  # torch.compile every cell's model (benchmarks/grid_throughput.py measures the gain)
 
-    def cell_threads(self, cell: Cell) -> int | None:
-        """CPU threads of ``cell`` (a Ray task asks for as many CPUs): the hook for threads that depend on the
-        cell, e.g. more for grouped convolutions, which scale worse on one thread."""
-        return self.threads
-
     def config(self, cell: Cell, device: str | None = None) -> TrainConfig:
         """``device``: None picks CUDA when a GPU is visible, else the CPU; on CUDA the trainer uses AMP (bf16)
         and channels_last."""
         return TrainConfig(model=cell.model, model_args=cell.model_args, data=self.data, data_dir=self.data_dir,
                            check_md5=self.check_md5, epochs=cell.epochs, seed=cell.seed, output=str(self.runs),
-                           name=cell.name, threads=self.cell_threads(cell), max_steps_per_epoch=self.max_steps,
+                           name=cell.name, threads=self.threads, max_steps_per_epoch=self.max_steps,
                            compile=self.compile,
                            device=device, amp=True, channels_last=True)
 
@@ -207,7 +202,7 @@ class Grid:
         """Where and how a cell is about to train, recorded in its result."""
         partial = (self.runs / cell.name / STATE_FILE).is_file()
         return {"host": socket.gethostname(), "pid": os.getpid(), "device": device or "auto",
-                "threads": self.cell_threads(cell), "resumed_from_epoch": self.epochs_done(cell) if partial else None,
+                "threads": self.threads, "resumed_from_epoch": self.epochs_done(cell) if partial else None,
                 "started": time.time(), **more}
 
     def ends_in_time(self, cell: Cell, left: dict[str, float], deadline: float | None) -> bool:
