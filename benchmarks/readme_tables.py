@@ -26,6 +26,8 @@ def load(name: str) -> dict[str, Any] | None:
 def machine(record: dict[str, Any]) -> str:
     m = record["machine"]
     flags = "AVX-512 VNNI" if "avx512_vnni" in m["cpu_flags"] else "AVX2" if "avx2" in m["cpu_flags"] else "no AVX2"
+    if "amx_int8" in m["cpu_flags"]:  # AMX tiles: oneDNN's bf16 and int8 matrix kernels use them
+        flags += ", AMX"
     return f"{m['cpu']}, {m['logical_cpus']} CPUs ({flags}), {m['date'][:10]}"
 
 
