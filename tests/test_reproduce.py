@@ -10,8 +10,8 @@ from conftest import write_fake_cifar
 from shufflenet.cli import main
 from shufflenet.experiments import Plan
 from shufflenet.experiments.grid import Cell, Grid
-from shufflenet.experiments.report import verdicts
-from shufflenet.experiments.tables import table_rows
+from shufflenet.experiments.report import pair_label, pairs, verdicts
+from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
 
 def test_tables_are_the_papers_rows():
@@ -25,6 +25,13 @@ def test_tables_are_the_papers_rows():
     assert [r.model for r in table_rows("table5")] == ["mobilenet_v1_x0_25", "shufflenet_v1_x0_5_g4",
                                                         "shufflenet_v1_x0_5_g3_shallow"]
     assert len(table_rows("table2", extended=True)) == 15
+
+
+@pytest.mark.parametrize("extended", [False, True])
+def test_every_pair_of_a_table_has_a_legend_label_of_its_own(extended):
+    for table in TRAINING_TABLES:
+        labels = [pair_label(*pair) for pair in pairs(table_rows(table, extended=extended))]
+        assert len(set(labels)) == len(labels), f"{table}: {labels}"
 
 
 def test_cells_shared_between_tables_run_once():

@@ -146,6 +146,12 @@ def short_label(row: Row) -> str:
     return label.split("(")[0].strip() if row.table == "table4" else label
 
 
+def pair_label(better: Row, baseline: Row) -> str:
+    """A pair in a legend: both short labels, and the budget where the short labels drop it (Table 4)."""
+    label = f"{short_label(better)} vs {short_label(baseline)}"
+    return f"{label}, {baseline.group}" if baseline.table == "table4" else label
+
+
 def seed_differences(better: Row, baseline: Row, cells: dict[str, dict[str, Any]], epochs: int,
                      seeds: int) -> list[float]:
     """The baseline's error minus the favoured row's, seed by seed (where both cells of a seed finished)."""
@@ -239,7 +245,7 @@ def plot_scales(tables: dict[str, list[Row]], cells: dict[str, dict[str, Any]], 
             means = [statistics.mean(d) for _, d in points]
             stds = [statistics.stdev(d) if len(d) > 1 else 0.0 for _, d in points]
             axis.errorbar([e for e, _ in points], means, yerr=stds, marker="o", capsize=3, linewidth=1,
-                          label=f"{short_label(better)} vs {short_label(baseline)}")
+                          label=pair_label(better, baseline))
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xticks(scales)
         axis.set_xlabel("epochs per cell")
