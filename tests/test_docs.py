@@ -175,10 +175,15 @@ def cells_at(epochs: int) -> tuple[dict[str, dict], int]:
     return cells, len({cell["cell"]["seed"] for cell in cells.values()})
 
 
-def pair_differences(table: str, epochs: int, pairs: slice = slice(None)) -> str:
-    """Our differences of ``table``'s pairs at ``epochs`` (mean over the seeds), as "a / b / ..."."""
+def pair_values(table: str, epochs: int, pairs: slice = slice(None)) -> list[float]:
+    """Our differences of ``table``'s pairs at ``epochs`` (mean over the seeds)."""
     cells, seeds = cells_at(epochs)
-    return " / ".join(f"{v['ours']:.2f}" for v in verdicts(table_rows(table), cells, epochs, seeds)[pairs])
+    return [v["ours"] for v in verdicts(table_rows(table), cells, epochs, seeds)[pairs]]
+
+
+def pair_differences(table: str, epochs: int, pairs: slice = slice(None)) -> str:
+    """``pair_values`` as the discussion writes them: "a / b / ..."."""
+    return " / ".join(f"{value:.2f}" for value in pair_values(table, epochs, pairs))
 
 
 def row_mean(table: str, label: str, epochs: int) -> str:
@@ -202,7 +207,7 @@ REPRODUCTION_QUOTES = [
     lambda: " -> ".join(row_mean('table2', f"ShuffleNet 0.25x, g = {g}", 10) for g in (1, 3, 8)) + " for g = 1 / 3 / 8",
     lambda: f"g = 1 by {pair_differences('table2', 10, slice(0, 2))} points "
             f"({pair_differences('table2', 2, slice(0, 2))} at 2 epochs",
-    lambda: f"At 2 epochs the shuffle was {-float(pair_differences('table3', 2, slice(0, 1))):.2f} points *worse*",
+    lambda: f"At 2 epochs the shuffle was {-pair_values('table3', 2, slice(0, 1))[0]:.2f} points *worse*",
     lambda: f"at 10 epochs it lowers the error by {pair_differences('table3', 10, slice(0, 1))} points",
     lambda: f"the error is {pair_differences('table3', 10, slice(2, 4))} points lower for g = 3 / g = 8 (the paper "
             f"has 1.3 / 3.8). At 2 epochs it was {pair_differences('table3', 2, slice(2, 4))}, the g = 3 pair a tie",

@@ -191,7 +191,7 @@ class RayRunner:
                             grid.unlock(handle)
                             bar.update()
                             continue
-                        ref = task.options(num_cpus=grid.threads or 1, num_gpus=placement.gpus_per_cell,
+                        ref = task.options(num_cpus=placement.threads, num_gpus=placement.gpus_per_cell,
                                            max_retries=RETRIES, retry_exceptions=False,
                                            name=f"cell {cell.name}").remote(grid, cell)
                         flight[ref] = (cell, handle, time.time())
