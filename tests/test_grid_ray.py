@@ -1,6 +1,7 @@
 """`shufflenet reproduce` with cells as Ray tasks (``experiments.cluster``): one local Ray instance for the whole
 module (started by the ``local_ray`` fixture, with a GPU declared to Ray on a machine without one), fake CIFAR,
-tiny cells (``--max-steps-per-epoch``). The tests that need no Ray run first and check that none starts."""
+tiny cells (``--max-steps-per-epoch``). The tests that need no Ray run first and check that none starts here (one
+runs a driver in a process of its own, with a Ray of its own)."""
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,6 +138,40 @@ def test_a_time_limit_starts_only_the_cells_that_end_within_it(cifar, tmp_path, 
     assert [grid.state(cell)[0] for cell in cells] == ["pending", "done", "done", "done"]
     assert run_grid(grid, cells, workers=0, progress=False, time_limit=20) == []  # still does not fit
     assert [r["cell"]["seed"] for r in run_grid(grid, cells, workers=0, progress=False)] == [0]  # no limit
+    assert not ray.is_initialized()
+
+
+def test_sigterm_to_a_driver_on_its_own_ray_stops_its_cells_and_the_same_command_goes_on(cifar, tmp_path):
+    """`kill PID` of `shufflenet reproduce --workers 2` (a local Ray of its own, in a process of its own) once a cell
+    has ended an epoch: exit code 3, no result file, whole or partial, each cell's training state saved; the same
+    grid run again resumes both cells and ends them, keeping the epochs already trained."""
+    options = grid_options(cifar, tmp_path, "--epochs", "2", "--seeds", "2", "--max-steps-per-epoch", "20",
+                           "--cells", "mobilenet*")
+    command = [str(Path(sys.executable).parent / "shufflenet"), *options, "--workers", "2"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    deadline = time.time() + 240
+    while len(list(runs.glob("*/config.json"))) < 2 or not any(  # both cells training, one an epoch in
+            path.read_text().strip() for path in runs.glob("*/metrics.jsonl")):
+        assert driver.poll() is None and time.time() < deadline, driver.communicate()
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=180)
+    assert driver.returncode == 3, err
+    assert "stopped; every cell in flight saved its training state" in err and "run the same command again" in err
+    assert [path.name for path in results.iterdir() if path.is_file()] == []  # no result, no temporary file
+    grid = tiny_grid(Grid, cifar, tmp_path)
+    cells = [Cell("mobilenet_v1_x0_25", "mobilenet_v1_x0_25", None, seed, 2) for seed in range(2)]
+    assert [grid.state(cell)[0] for cell in cells] == ["partial", "partial"]
+    trained = {cell.name: (runs / cell.name / "metrics.jsonl").read_text() for cell in cells}
+    assert main([*options, "--workers", "0"]) == 0  # the same grid, here one cell at a time, without Ray
+    for cell in cells:
+        record = json.loads(grid.result_path(cell).read_text())
+        assert record["final_epoch"] == 2 and record["placement"]["resumed_from_epoch"] is not None
+        metrics = (runs / cell.name / "metrics.jsonl").read_text()
+        assert metrics.startswith(trained[cell.name])
+        assert [json.loads(line)["epoch"] for line in metrics.splitlines()] == [1, 2]
     assert not ray.is_initialized()
 
 
