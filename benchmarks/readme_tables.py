@@ -14,6 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from shufflenet.experiments.report import load_cells, scale_summary
+from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
@@ -116,20 +119,25 @@ def simple(name: str, label: str, figure: Callable[[dict[str, Any]], str]) -> tu
 
 
 def reproduce_row() -> tuple[str, str, str, str] | None:
-    """The grids' row: how many cells at each ``--epochs``, and the machines that ran them (each CPU with the date
-    of its newest cell)."""
+    """The grids' row: how many cells at each ``--epochs``, the report's sentence on how the pairs' verdicts moved
+    between the shortest and the longest grid, and the machines that ran them (each CPU with the date of its
+    newest cell)."""
     folder = ROOT / "results" / "reproduce"
-    cells = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    cells = load_cells(folder) if folder.is_dir() else {}
     if not cells:
         return None
-    per_grid = Counter(c["cell"]["epochs"] for c in cells)
-    seeds = sorted({c["cell"]["seed"] for c in cells})
+    per_grid = Counter(c["cell"]["epochs"] for c in cells.values())
+    seeds = sorted({c["cell"]["seed"] for c in cells.values()})
     newest = {}
-    for cell in sorted(cells, key=lambda c: c["machine"]["date"]):
+    for cell in sorted(cells.values(), key=lambda c: c["machine"]["date"]):
         newest[cell["machine"]["cpu"]] = cell
-    counts = ", ".join(f"{per_grid[epochs]} at {epochs} epochs" for epochs in sorted(per_grid))
+    counts = ", ".join(f"{per_grid[epochs]} cells at {epochs} epochs" for epochs in sorted(per_grid))
+    verdict = ""
+    if len(per_grid) > 1:
+        tables = {table: table_rows(table) for table in TRAINING_TABLES}
+        verdict = " " + scale_summary(tables, cells, len(seeds))
     return ("the paper's Tables 2-5 on CIFAR-10", "`shufflenet reproduce all --data-dir ... --no-md5-check`",
-            f"{counts} (seeds {', '.join(map(str, seeds))}): tables, verdicts and plots in "
+            f"{counts} (seeds {', '.join(map(str, seeds))}).{verdict} Tables, verdicts and plots: "
             f"[docs/reproduction.md](docs/reproduction.md)", "; ".join(machine(c) for c in newest.values()))
 
 
