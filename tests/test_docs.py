@@ -10,7 +10,15 @@ import pytest
 
 from shufflenet.bench.latency import results_table
 from shufflenet.bench.table8 import executorch_profile_text, find, runtime_rows, table8_rows, winner_rows
-from shufflenet.experiments.report import load_cells, row_errors, scale_comparison, scales_of, table_markdown, verdicts
+from shufflenet.experiments.report import (
+    load_cells,
+    row_errors,
+    scale_comparison,
+    scales_of,
+    spread,
+    table_markdown,
+    verdicts,
+)
 from shufflenet.experiments.tables import TRAINING_TABLES, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +213,7 @@ def seed_spreads(epochs: int) -> str:
     errors = defaultdict(list)
     for cell in cells.values():
         errors[cell["cell"]["key"]].append(cell["top1_err"])
-    ranges = [max(e) - min(e) for e in errors.values() if len(e) > 1]
+    ranges = [r for e in errors.values() if (r := spread(e)) is not None]
     return f"{min(ranges):.2f} to {max(ranges):.2f} points apart, median {statistics.median(ranges):.2f}"
 
 
